@@ -1,0 +1,33 @@
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SQUAD_DEV = REPO / "data" / "squad" / "dev-v2.0.json"
+
+# Tests never reach for the hub: a missing model must fail fast, not wait on the network.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+@pytest.fixture(scope="session")
+def squad_pairs():
+    """(question, context) pairs from SQuAD v2 dev, of varied lengths, answerable and not."""
+    articles = json.loads(SQUAD_DEV.read_text())["data"]
+    pairs = []
+    for article in articles[:6]:
+        for paragraph in article["paragraphs"][:2]:
+            qa = paragraph["qas"][0]
+            pairs.append((qa["question"], paragraph["context"]))
+    return pairs
+
+
+def encode(tokenizer, pairs, max_length=384):
+    """Tokenise like the seed's demo: question + context, truncated to max_length, padded to the longest."""
+    questions, contexts = zip(*pairs)
+    return tokenizer(
+        list(questions), list(contexts), truncation="only_second", max_length=max_length, padding="longest", return_tensors="pt"
+    )
