@@ -182,9 +182,8 @@ def _from_hub(model_id: str) -> ModelSource:
     try:
         path = snapshot_download(model_id, allow_patterns=patterns, local_files_only=True)
     except Exception:
-        if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
-            path = None
-        else:
+        path = None
+        if hub_reachable(model_id):
             try:
                 path = snapshot_download(model_id, allow_patterns=patterns, etag_timeout=5)
             except Exception:
@@ -206,6 +205,19 @@ def is_cached_on_hub(model_id: str = DEFAULT_MODEL) -> bool:
     except Exception:
         return False
     return (Path(path) / "config.json").is_file()
+
+
+def hub_reachable(model_id: str = DEFAULT_MODEL, timeout: float = 3.0) -> bool:
+    """Whether the HF hub answers for this model now (False at once when HF_HUB_OFFLINE is set)."""
+    from huggingface_hub import constants, model_info
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    try:
+        model_info(model_id, timeout=timeout)
+    except Exception:
+        return False
+    return True
 
 
 def resolve_model(spec: str) -> ModelSource:

@@ -1,0 +1,177 @@
+"""`bertl11 demo` driven as a user would: the good path, and every class of bad input."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bertl11 import cli
+from bertl11.errors import UserError
+from bertl11.demo import PACKAGED_INPUT, read_inputs
+
+FAST = ["--model", "tiny", "--config", "FLOAT32"]
+
+
+def bertl11(*args, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "bertl11.cli", *args], capture_output=True, text=True, timeout=600,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
+    )
+
+
+def assert_user_error(result, *words):
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+def write(tmp_path, document):
+    """bytes and str are written as they are; anything else as JSON."""
+    path = tmp_path / "inputs.json"
+    if isinstance(document, bytes):
+        path.write_bytes(document)
+    else:
+        path.write_text(document if isinstance(document, str) else json.dumps(document))
+    return path
+
+
+def test_packaged_batch_is_answered(tmp_path):
+    """Twelve answers; each is empty or a span of its own context, in the packaged input's order."""
+    result = bertl11("demo", *FAST, "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    inputs = json.loads(PACKAGED_INPUT.read_text())
+    assert report["batch"] == 12 and len(report["answers"]) == 12
+    assert report["sequences"] > 12, "the 735-token context needs more than one window"
+    for given_input, answer in zip(inputs, report["answers"]):
+        assert answer["question"] == given_input["question"]
+        assert given_input["context"][answer["start"] : answer["end"]] == answer["answer"]
+    for key in ("preprocessing_s", "weight_loading_s", "first_run_s", "cached_run_s", "postprocessing_s"):
+        assert report["timings"][key] >= 0
+    assert report["throughput"] > 0
+
+
+def test_human_report_shows_every_input_and_the_timings():
+    result = bertl11("demo", *FAST)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("question:") == 12 and result.stdout.count("answer:") == 12
+    for label in ("preprocessing", "weight loading", "first run", "cached run", "inferences/s", "postprocessing"):
+        assert label in result.stdout
+
+
+def test_offline_default_model_falls_back_with_one_warning(tmp_path):
+    path = write(tmp_path, json.loads(PACKAGED_INPUT.read_text())[:2])
+    result = bertl11("demo", "--input", str(path), "--batch", "2", "--config", "FLOAT32", "--json",
+                     env={"HF_HOME": str(tmp_path / "hf")})
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "minilm" in warnings[0]
+    assert json.loads(result.stdout)["model"] == "minilm"
+
+
+GOOD = {"context": "Paris is the capital of France.", "question": "What is the capital of France?"}
+
+
+@pytest.mark.parametrize(
+    "document, words",
+    [
+        ('{"context": "x"', ["not valid JSON"]),
+        (b'[{"context": "caf\xe9", "question": "q"}]', ["not valid UTF-8"]),
+        ('{"context": "x", "question": "y"}', ["expected a JSON list"]),
+        ([GOOD] * 3, ["holds 3 inputs", "--batch 3"]),
+        ([], ["holds no inputs"]),
+        ([GOOD, "just a string"], ["input[1]", "object"]),
+        ([GOOD, {"question": "q"}], ["input[1]", '"context"']),
+        ([GOOD, {"context": "c", "question": ""}], ["input[1]", '"question" is empty']),
+        ([GOOD, {"context": "   ", "question": "q"}], ["input[1]", '"context" is empty']),
+        ([GOOD, {"context": "c", "question": 7}], ["input[1]", '"question" must be a string']),
+    ],
+    ids=["invalid-json", "invalid-utf8", "not-a-list", "wrong-count", "empty-list", "not-an-object", "missing-field",
+         "empty-field", "blank-field", "non-string-field"],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, document, words):
+    assert_user_error(bertl11("demo", *FAST, "--batch", "2", "--input", str(write(tmp_path, document))), *words)
+
+
+def test_missing_file_and_directory(tmp_path):
+    assert_user_error(bertl11("demo", *FAST, "--input", str(tmp_path / "nope.json")), "no such file")
+    assert_user_error(bertl11("demo", *FAST, "--input", str(tmp_path)), "is a directory")
+
+
+def test_unreadable_file(tmp_path):
+    path = write(tmp_path, [GOOD] * 12)
+    path.chmod(0)
+    if os.access(path, os.R_OK):  # root reads mode-0 files; a write-only proc file still fails to read
+        path = Path("/proc/self/clear_refs")
+    assert_user_error(bertl11("demo", *FAST, "--input", str(path)), "cannot read")
+
+
+def test_absurdly_large_file(tmp_path):
+    path = tmp_path / "huge.json"
+    with open(path, "wb") as f:
+        f.truncate(17 * 2**20)
+    assert_user_error(bertl11("demo", *FAST, "--input", str(path)), "MiB")
+
+
+def test_unknown_fields_warn_but_run(tmp_path):
+    path = write(tmp_path, [dict(GOOD, source="wiki"), GOOD])
+    result = bertl11("demo", *FAST, "--batch", "2", "--input", str(path), "--json")
+    assert result.returncode == 0, result.stderr
+    assert "input[0]" in result.stderr and "'source'" in result.stderr
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--model", "no-such-model"], ["unknown model", "tiny"]),
+    (["--model", "/no/such/dir"], ["does not exist"]),
+    (["--model", "phiyodr/bert-large-finetuned-squad2"], ["not in the HF cache", "minilm"]),
+    (["--config", "BFLOAT4"], ["unknown config", "BFLOAT8_B-SHARDED"]),
+    (["--batch", "0"], ["at least 1"]),
+    (["--device", "tt", "--card", "e150", "--batch", "13"], ["Grayskull e150", "2-12"]),
+    (["--device", "tt", "--card", "n300", "--batch", "8"], ["n300", "2-7"]),
+])
+def test_bad_options_are_one_line_and_exit_2(tmp_path, argv, words):
+    args = ["demo", "--config", "FLOAT32", *argv] if "--config" not in argv else ["demo", *argv]
+    assert_user_error(bertl11(*args, env={"HF_HOME": str(tmp_path / "hf")}), *words)
+
+
+def test_non_bert_model_directory(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_layer": 2}))
+    assert_user_error(bertl11("demo", "--model", str(tmp_path), "--config", "FLOAT32"), "not 'bert'")
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(
+        st.sampled_from(["context", "question", "extra"]) | st.text(max_size=5), children, max_size=4),
+    max_leaves=20,
+)
+documents = st.binary(max_size=80) | json_values.map(lambda value: json.dumps(value).encode())
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(raw=documents)
+def test_malformed_documents_never_traceback(tmp_path, capsys, raw):
+    """Any file: a one-line error and exit 2, never a traceback (via cli.main, in process, for speed)."""
+    path = write(tmp_path, raw)
+    # The input file is checked before the config, so a bad config only surfaces on a valid file and no
+    # model is ever loaded here.
+    code = cli.main(["demo", "--batch", "2", "--input", str(path), "--config", "NO-SUCH-CONFIG"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert ("unknown config" in err) == _is_valid_batch(path)
+
+
+def _is_valid_batch(path: Path) -> bool:
+    try:
+        read_inputs(path, 2)
+    except UserError:
+        return False
+    return True
