@@ -33,7 +33,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 test: $(VENV)/.installed .venv-ref/.installed .venv-tt/.installed
-	$(VENV)/bin/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -n 2 --dist loadfile --nbval --nbval-current-env $(PYTEST_ARGS)
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/bertl11 demo
