@@ -8,21 +8,25 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
+from .cache import load_or_convert
 from .config import DEFAULT_RUN_CONFIG, RunConfig, get_run_config
 from .errors import UserError
 from .model import bert_qa
 from .sources import ModelSource, resolve_model
-from .weights import import_state_dict
 
 DEVICES = ("cpu", "cuda", "tt")
 
 
 @dataclass
 class LoadReport:
-    """How the weights got here: cache hit or conversion, and how long it took."""
+    """How the weights got here: cache hit or conversion, and how long it took (cache + device placement).
+
+    detail is one line: where the weights were loaded from, or why a cache was rejected and rebuilt.
+    """
 
     seconds: float
     cache_hit: bool = False
@@ -38,14 +42,23 @@ class QAModel:
     load_report: LoadReport = field(default_factory=lambda: LoadReport(0.0))
 
     @classmethod
-    def load(cls, model: str | ModelSource = "minilm", config: str = DEFAULT_RUN_CONFIG, device: str = "cpu") -> "QAModel":
+    def load(
+        cls,
+        model: str | ModelSource = "minilm",
+        config: str = DEFAULT_RUN_CONFIG,
+        device: str = "cpu",
+        cache_dir: str | Path | None = None,
+    ) -> "QAModel":
+        """Weights come from the on-disk cache (`bertl11.cache`; cache_dir defaults to $BERTL11_CACHE or
+        ~/.cache/bertl11): a hit never reads the source's weights, a miss converts them and writes the cache."""
         source = model if isinstance(model, ModelSource) else resolve_model(model)
         run_config = get_run_config(config)
         ops = make_ops(source, run_config, device)
         started = time.perf_counter()
-        flat = import_state_dict(source.state_dict(), source.shape)
+        flat, outcome = load_or_convert(source, run_config, cache_dir)
         params = ops.prepare(flat)
-        return cls(source, run_config, ops, params, LoadReport(time.perf_counter() - started, False, "converted"))
+        report = LoadReport(time.perf_counter() - started, outcome.hit, outcome.detail)
+        return cls(source, run_config, ops, params, report)
 
     @property
     def shape(self):

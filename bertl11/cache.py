@@ -1,0 +1,325 @@
+"""The on-disk weight cache, and the `bertl11 convert` command.
+
+Converting HF weights means reading or generating the state dict, fusing QKV, transposing the linears,
+padding to tiles and rounding to the run configuration's dtypes (`weights.import_state_dict`, `bfp8.pack`).
+The cache keeps the result so that later loads skip all of it:
+
+    <cache dir>/<model>/<RUN CONFIG>/safetensors/   this cache: what every backend loads from
+        manifest.json                               written last; the cache exists only once it does
+        embeddings.safetensors  layer_00.safetensors ... layer_23.safetensors  qa_outputs.safetensors
+    <cache dir>/<model>/<RUN CONFIG>/ttnn/          left to the TT backend's ttnn.dump_tensor .tensorbin files
+
+Each tensor is stored as ttnn holds it: BFLOAT8_B tensors packed in ttnn's host tile order (uint8, 1088 bytes
+per 32x32 tile), BFLOAT16 and FLOAT32 tensors as such. Tile-layout tensors (matmul weights and biases, the QA
+head) are padded with zeros to multiples of 32 in their last two axes, a 1D bias as a [1, N] row (so
+[32, pad32(N)]); the row-major embedding tables and layernorm parameters are stored unpadded. The manifest
+records each tensor's logical (model-layout) shape, and loading cuts the padding off again: rows and
+columns beyond it are dropped and the result reshaped to that shape.
+
+A cache is used only when its manifest matches (format version, model, source fingerprint, run config) and
+every file's size and sha256 match the manifest; otherwise the reason is reported in one line and the cache
+is rebuilt. No pickle anywhere: JSON and safetensors only.
+
+Concurrency: a converter writes into a private temporary directory and renames it into place, so the cache
+directory is always either complete or absent, even when the converter is SIGKILLed (a lock alone would
+leave half-written files behind). Converters also hold an fcntl.flock on a lock file next to the cache
+while they convert, so a second process asking for the same cache waits and then loads the first one's
+result instead of repeating a multi-gigabyte conversion; the kernel drops the lock when its holder dies.
+Readers take no lock: they verify every file, and only a stale cache is ever replaced under them.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+from tqdm import tqdm
+
+from . import bfp8
+from .config import BFLOAT8_B, BFLOAT16, DEFAULT_RUN_CONFIG, FLOAT32, RunConfig, get_run_config
+from .errors import UserError
+from .sources import ModelSource, resolve_model
+from .weights import import_state_dict, tensor_kind
+
+# Bump whenever what a cache holds changes (conversion, layout, padding, packing), so old caches are rebuilt.
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+LAYOUT_DIRECTORY = "safetensors"
+TTNN_DIRECTORY = "ttnn"
+LOCK_FILE = ".convert.lock"
+STORAGE_DTYPES = {BFLOAT8_B: torch.uint8, BFLOAT16: torch.bfloat16, FLOAT32: torch.float32}
+ROW_MAJOR_KINDS = ("embedding_weights", "layernorm_weights")
+
+
+class StaleCache(Exception):
+    """A cache that cannot be used as it is; the message says why, in one line."""
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("BERTL11_CACHE") or "~/.cache/bertl11").expanduser()
+
+
+def cache_directory(cache_dir: str | Path | None, source: ModelSource, run_config: RunConfig) -> Path:
+    """Where this model's cache for this run configuration lives."""
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    model = re.sub(r"[^A-Za-z0-9._-]+", "--", source.name).strip("-.") or "model"
+    return root / model / run_config.name / LAYOUT_DIRECTORY
+
+
+def _file_of(name: str) -> str:
+    """Tensors are grouped one file per encoder layer (and embeddings, QA head)."""
+    layer = re.match(r"bert\.encoder\.layer\.(\d+)\.", name)
+    if layer:
+        return f"layer_{int(layer.group(1)):02d}.safetensors"
+    return "embeddings.safetensors" if name.startswith("bert.embeddings.") else "qa_outputs.safetensors"
+
+
+def _storage_dtype(name: str, run_config: RunConfig) -> str:
+    return run_config.dtype_of(tensor_kind(name))
+
+
+def _to_storage(name: str, t: torch.Tensor, dtype: str) -> torch.Tensor:
+    """A model-layout float tensor -> what the cache stores for it (see the module docstring)."""
+    if dtype == BFLOAT8_B:
+        return bfp8.pack(t)
+    stored = t.to(STORAGE_DTYPES[dtype])
+    if tensor_kind(name) in ROW_MAJOR_KINDS:
+        return stored.contiguous()
+    matrix = stored.reshape(bfp8.as_matrix(t.shape))
+    padded = bfp8.padded_shape(t.shape)
+    return F.pad(matrix, (0, padded[-1] - matrix.shape[-1], 0, padded[-2] - matrix.shape[-2])).contiguous()
+
+
+def _from_storage(stored: torch.Tensor, shape: list[int], dtype: str) -> torch.Tensor:
+    """The inverse of `_to_storage`: the model-layout tensor, in the stored precision (BFLOAT8_B as float32)."""
+    if dtype == BFLOAT8_B:
+        return bfp8.unpack(stored, shape)
+    if list(stored.shape) == list(shape):
+        return stored
+    rows, cols = bfp8.as_matrix(shape)[-2:]
+    return stored[..., :rows, :cols].reshape(shape)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _manifest_header(source: ModelSource, run_config: RunConfig) -> dict:
+    return {
+        "format_version": FORMAT_VERSION,
+        "model": source.name,
+        "source_fingerprint": source.fingerprint,
+        "run_config": run_config.name,
+    }
+
+
+def _check_header(manifest: dict, expected: dict) -> None:
+    if manifest.get("format_version") != expected["format_version"]:
+        raise StaleCache(f"cache format version {manifest.get('format_version')}, this bertl11 writes {FORMAT_VERSION}")
+    if manifest.get("run_config") != expected["run_config"]:
+        raise StaleCache(f"cache was built for config {manifest.get('run_config')}, not {expected['run_config']}")
+    if manifest.get("model") != expected["model"]:
+        raise StaleCache(f"cache was built for model {manifest.get('model')!r}, not {expected['model']!r}")
+    if manifest.get("source_fingerprint") != expected["source_fingerprint"]:
+        raise StaleCache("the model's weights changed since the cache was built (source fingerprint differs)")
+
+
+def load(directory: Path, source: ModelSource, run_config: RunConfig) -> dict[str, torch.Tensor]:
+    """Model-layout tensors from a verified cache, or `StaleCache` saying why it cannot be used.
+
+    BFLOAT8_B tensors come back as float32 holding the decoded values, the others in their stored dtype.
+    """
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text())
+    except FileNotFoundError:
+        raise StaleCache(f"no cache at {directory}") from None
+    except (OSError, ValueError) as error:
+        raise StaleCache(f"unreadable manifest ({error})") from None
+    if not isinstance(manifest, dict):
+        raise StaleCache("unreadable manifest (not a JSON object)")
+    _check_header(manifest, _manifest_header(source, run_config))
+    try:
+        files, tensors = manifest["files"], manifest["tensors"]
+        flat = {}
+        for file_name, entry in files.items():
+            flat.update(_load_file(directory / file_name, entry, tensors))
+    except (KeyError, TypeError, ValueError) as error:
+        raise StaleCache(f"malformed manifest ({type(error).__name__}: {error})") from None
+    missing = set(tensors) - set(flat)
+    if missing:
+        raise StaleCache(f"manifest lists tensors in no file: {sorted(missing)[0]}")
+    return flat
+
+
+def _load_file(path: Path, entry: dict, tensors: dict) -> dict[str, torch.Tensor]:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise StaleCache(f"{path.name} is missing") from None
+    if len(data) != entry["bytes"]:
+        raise StaleCache(f"{path.name} has {len(data)} bytes, the manifest says {entry['bytes']} (truncated or replaced)")
+    if _sha256(data) != entry["sha256"]:
+        raise StaleCache(f"{path.name} does not match its sha256 (corrupted)")
+    stored = load_safetensors(data)
+    flat = {}
+    for name, t in stored.items():
+        spec = tensors.get(name)
+        if spec is None or spec["file"] != path.name:
+            raise StaleCache(f"{path.name} holds {name}, which the manifest does not place there")
+        if t.dtype != STORAGE_DTYPES[spec["dtype"]] or list(t.shape) != spec["stored_shape"]:
+            raise StaleCache(f"{name} is stored as {t.dtype} {list(t.shape)}, the manifest says {spec['dtype']} {spec['stored_shape']}")
+        flat[name] = _from_storage(t, spec["shape"], spec["dtype"])
+    return flat
+
+
+def _write_cache(directory: Path, source: ModelSource, run_config: RunConfig) -> dict[str, torch.Tensor]:
+    """Convert the source into a private directory, then swap it into place. Returns what `load` would."""
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    try:
+        flat = import_state_dict(source.state_dict(), source.shape)
+        by_file: dict[str, list[str]] = {}
+        for name in flat:
+            by_file.setdefault(_file_of(name), []).append(name)
+        tensors, files, converted = {}, {}, {}
+        progress = tqdm(by_file.items(), desc=f"converting {source.name} ({run_config.name})", unit="file", disable=None)
+        for file_name, names in progress:
+            stored = {}
+            for name in names:
+                t, dtype = flat.pop(name), _storage_dtype(name, run_config)
+                stored[name] = _to_storage(name, t, dtype)
+                tensors[name] = {"file": file_name, "dtype": dtype, "shape": list(t.shape), "stored_shape": list(stored[name].shape)}
+                converted[name] = _from_storage(stored[name], list(t.shape), dtype)
+            data = save_safetensors(stored)
+            _write_durably(staging / file_name, data)
+            files[file_name] = {"sha256": _sha256(data), "bytes": len(data)}
+        manifest = {**_manifest_header(source, run_config), "files": files, "tensors": tensors}
+        _write_durably(staging / MANIFEST, json.dumps(manifest, indent=1).encode())
+        _fsync_directory(staging)
+        _swap_into_place(staging, directory)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return converted
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _swap_into_place(staging: Path, directory: Path) -> None:
+    """Replace `directory` by `staging` with renames only: at every instant it is the old or the new cache,
+    or (between the two renames) absent, which a reader takes for a miss."""
+    if directory.exists():
+        retired = directory.with_name(f".{directory.name}.old-{uuid.uuid4().hex[:8]}")
+        os.rename(directory, retired)
+        os.rename(staging, directory)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        os.rename(staging, directory)
+    _fsync_directory(directory.parent)
+
+
+def _remove_leftovers(directory: Path) -> None:
+    """Staging and retired directories of converters that were killed (only called under the lock)."""
+    for leftover in directory.parent.glob(f".{directory.name}.*-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+@contextmanager
+def _conversion_lock(directory: Path):
+    with open(directory.parent / LOCK_FILE, "a+b") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another process converting into {directory} ...", file=sys.stderr)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield  # closing the file releases the lock (as does the holder's death)
+
+
+@dataclass(frozen=True)
+class CacheOutcome:
+    hit: bool
+    directory: Path
+    detail: str  # one line: where it came from, and why a cache was rebuilt
+
+
+def load_or_convert(
+    source: ModelSource, run_config: RunConfig, cache_dir: str | Path | None = None, rebuild: bool = False
+) -> tuple[dict[str, torch.Tensor], CacheOutcome]:
+    """Model-layout tensors in the run config's storage precision: from the cache when it is valid,
+    otherwise converted from the source and written to the cache."""
+    directory = cache_directory(cache_dir, source, run_config)
+    reason = "rebuild requested"
+    if not rebuild:
+        try:
+            return load(directory, source, run_config), CacheOutcome(True, directory, f"loaded from {directory}")
+        except StaleCache as stale:
+            reason = str(stale)
+    try:
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        with _conversion_lock(directory):
+            if not rebuild:
+                try:  # another process may have built it while we waited for the lock
+                    flat = load(directory, source, run_config)
+                    return flat, CacheOutcome(True, directory, f"loaded from {directory}, built meanwhile by another process")
+                except StaleCache:
+                    pass
+            _remove_leftovers(directory)
+            flat = _write_cache(directory, source, run_config)
+    except OSError as error:
+        raise UserError(f"cannot write the weight cache in {directory.parent} ({error.strerror or error}); "
+                        "choose another place with --cache-dir or BERTL11_CACHE") from None
+    absent = reason.startswith("no cache at")
+    detail = f"converted into {directory}" if absent else f"rebuilt {directory}: {reason}"
+    return flat, CacheOutcome(False, directory, detail)
+
+
+def cache_bytes(directory: Path) -> int:
+    """Size of a cache on disk."""
+    return sum(p.stat().st_size for p in directory.iterdir() if p.is_file())
+
+
+def add_arguments(parser) -> None:
+    from .config import RUN_CONFIGS
+    from .sources import DEFAULT_MODEL
+
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"HF hub id, local directory, tiny, minilm or large-random[-N] (default {DEFAULT_MODEL})")
+    parser.add_argument("--config", default=DEFAULT_RUN_CONFIG, choices=list(RUN_CONFIGS), help=f"run configuration (default {DEFAULT_RUN_CONFIG})")
+    parser.add_argument("--cache-dir", type=Path, default=None, help="cache root (default $BERTL11_CACHE or ~/.cache/bertl11)")
+    parser.add_argument("--force", action="store_true", help="convert again even if a valid cache exists")
+
+
+def run(args) -> int:
+    source = resolve_model(args.model)
+    run_config = get_run_config(args.config)
+    started = time.perf_counter()
+    _, outcome = load_or_convert(source, run_config, args.cache_dir, rebuild=args.force)
+    seconds = time.perf_counter() - started
+    state = "cache is valid, nothing to convert" if outcome.hit else outcome.detail
+    print(f"{source.name} {run_config.name}: {state} ({seconds:.1f} s, {cache_bytes(outcome.directory) / 2**20:.1f} MiB in {outcome.directory})")
+    return 0
