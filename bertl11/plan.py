@@ -176,6 +176,13 @@ class Plan:
         return DEST_TILES_FP32_ACC if self.fp32_dest_acc else DEST_TILES_HALF_SYNC
 
 
+def interleave_qkv(t, groups: int):
+    """Fused QKV columns [q | k | v] -> `groups` runs of [q_g | k_g | v_g], so each core's block of the QKV
+    output holds q, k and v of its own heads (the seed's QKV_INTERLEAVED; a no-op for one group)."""
+    *lead, n = t.shape
+    return t.reshape(*lead, 3, groups, n // (3 * groups)).transpose(-3, -2).reshape(*lead, n)
+
+
 # ---------------------------------------------------------------------------------------------- derivation
 
 
@@ -205,15 +212,17 @@ def hidden_groups(shape: EncoderShape, room: int) -> int:
 
 
 def choose_layout(device: Device, batch: int, shape: EncoderShape) -> tuple[str, int]:
-    """(orientation, groups): the device's preferred orientation if batch fits along its axis, else the other."""
+    """(orientation, groups): the device's preferred orientation if a line of `batch` cores fits along its batch
+    axis with the full number of hidden groups across, else the other orientation (as the seed tries both)."""
     x, y = device.grid
+    full = hidden_groups(shape, max(x, y))
     for orientation in device.orientations:
         batch_room, group_room = (x, y) if orientation == COL_MAJOR else (y, x)
-        if batch <= batch_room:
-            return orientation, hidden_groups(shape, group_room)
+        if batch <= batch_room and hidden_groups(shape, group_room) == full:
+            return orientation, full
     raise PlanError(
-        f"batch {batch} needs {batch} cores along one grid axis (one per sequence); {device.title}'s compute grid is "
-        f"{x}x{y}, so it runs batch {device.batch_range[0]}-{device.batch_range[1]}"
+        f"batch {batch} needs {batch}x{full} cores (a line of {full} hidden groups per sequence); {device.title}'s compute grid "
+        f"is {x}x{y}, so it runs batch {device.batch_range[0]}-{device.batch_range[1]}"
     )
 
 

@@ -1,0 +1,281 @@
+"""Execute a sharding plan core by core in torch, to show the plan computes the same encoder as dense torch.
+
+Each core of the plan's grid computes exactly what its program config gives it: its per_core_M x per_core_N
+output block of a matmul, looping K in in0_block_w steps (reading each K block from the core whose shard
+holds it when the input is sharded) and writing the block subblock by subblock; softmax over the rows of
+its shard; layernorm over its block, with the row statistics gathered from the other cores of its grid
+line. Every output tile must be written exactly once (`EmulationError` otherwise), and a K remainder that
+in0_block_w does not reach is never read, so a wrong per-core block, subblock or K step shows up either as
+an error or as a wrong number. Everything is float32; dtypes are the torch backend's business.
+
+Only the cores of the `rows` batch rows do the arithmetic (all of them by default; the other sequences'
+outputs are left undefined); the rest still do the bookkeeping, so coverage is checked for the whole grid
+while a test can afford BERT-large shapes. Cores on one line multicast the same in0 blocks, so their
+K-blocked product is computed once per line and each core takes its columns.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .devices import COL_MAJOR
+from .plan import TILE, LayerNormProgram, MatmulProgram, Plan, SoftmaxProgram, interleave_qkv
+
+
+class EmulationError(AssertionError):
+    """The plan does not map the computation onto the grid: a block outside the tensor, a tile written
+    twice or never, a K block straddling two cores' shards."""
+
+
+class GridEmulator:
+    def __init__(self, plan: Plan, rows: list[int] | None = None, gelu_approximate: str = "none"):
+        self.plan = plan
+        self.rows = set(range(plan.batch) if rows is None else rows)
+        self.gelu_approximate = gelu_approximate
+        self.cores = [(b, g) for b in range(plan.batch) for g in range(plan.groups)]
+        gx, gy = plan.grid
+        for core in self.cores:
+            x, y = plan.core(*core)
+            if not (x < gx <= plan.device.grid[0] and y < gy <= plan.device.grid[1]):
+                raise EmulationError(f"core ({x}, {y}) lies outside the {gx}x{gy} grid of {plan.device.title}")
+
+    # ------------------------------------------------------------------ helpers
+
+    def _block_index(self, b: int, g: int, transpose: bool) -> tuple[int, int]:
+        """(block row, block column) a 2D program gives the core holding (b, g): y, x, or x, y when transposed."""
+        x, y = self.plan.core(b, g)
+        return (x, y) if transpose else (y, x)
+
+    def _linear_index(self, b: int, g: int) -> int:
+        """The core's position in shard order (what a height-sharded or batched program enumerates)."""
+        x, y = self.plan.core(b, g)
+        gx, gy = self.plan.grid
+        return x * gy + y if self.plan.orientation == COL_MAJOR else y * gx + x
+
+    @staticmethod
+    def _check_coverage(name: str, writes: torch.Tensor) -> None:
+        bad = int((writes != 1).sum())
+        if bad:
+            raise EmulationError(f"{name}: {bad} of {writes.numel()} output tiles are written {sorted(set(writes.flatten().tolist()) - {1})} times")
+
+    @staticmethod
+    def _rows(start_tile: int, tiles: int, limit: int, name: str) -> slice:
+        start, stop = start_tile * TILE, (start_tile + tiles) * TILE
+        if stop > limit:
+            raise EmulationError(f"{name}: a core's block [{start}, {stop}) runs past the tensor's {limit}")
+        return slice(start, stop)
+
+    # ------------------------------------------------------------------ ops
+
+    def linear(self, name: str, a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, prog: MatmulProgram, in0_sharded: bool):
+        """2D multicast matmul: [M, K] @ [K, N] + bias, each core one block, K in in0_block_w steps."""
+        m, k = a.shape
+        n = weight.shape[1]
+        out = torch.empty(m, n)
+        writes = torch.zeros(m // TILE, n // TILE, dtype=torch.int32)
+        k_tiles, bw = k // TILE, prog.in0_block_w
+        shard_k = k_tiles // self.plan.groups
+        steps = k_tiles // bw  # the hardware's num_blocks = K / in0_block_w: a remainder is never read
+        if in0_sharded:
+            for step in range(steps):
+                first = step * bw
+                if first // shard_k != (first + bw - 1) // shard_k:
+                    raise EmulationError(f"{name}: K block {step} (tiles {first}-{first + bw - 1}) straddles two cores' shards of {shard_k} tiles")
+        covered = slice(0, steps * bw * TILE)
+        line_products = {}  # cores sharing rows multicast the same in0 blocks: one product per line of cores
+        for b, g in self.cores:
+            i, j = self._block_index(b, g, prog.transpose_mcast)
+            rows = self._rows(i * prog.per_core_M, prog.per_core_M, m, name)
+            cols = self._rows(j * prog.per_core_N, prog.per_core_N, n, name)
+            if b not in self.rows:
+                self._write_subblocks(writes, None, None, rows, cols, prog)
+                continue
+            if rows.start not in line_products:
+                line_products[rows.start] = a[rows, covered] @ weight[covered]
+            acc = line_products[rows.start][:, cols] + bias[cols]
+            if prog.fused_activation == "gelu":
+                acc = F.gelu(acc, approximate=self.gelu_approximate)
+            self._write_subblocks(writes, out, acc, rows, cols, prog)
+        self._check_coverage(name, writes)
+        return out
+
+    @staticmethod
+    def _write_subblocks(writes, out, acc, rows, cols, prog: MatmulProgram) -> None:
+        """Write a core's block subblock by subblock (counting the tiles each subblock covers)."""
+        h, w = prog.out_subblock_h, prog.out_subblock_w
+        r0, c0 = rows.start // TILE, cols.start // TILE
+        for r in range(prog.per_core_M // h):
+            for c in range(prog.per_core_N // w):
+                writes[r0 + r * h:r0 + (r + 1) * h, c0 + c * w:c0 + (c + 1) * w] += 1
+                if out is not None:
+                    sub_r, sub_c = slice(r * h * TILE, (r + 1) * h * TILE), slice(c * w * TILE, (c + 1) * w * TILE)
+                    out[rows.start + sub_r.start:rows.start + sub_r.stop, cols.start + sub_c.start:cols.start + sub_c.stop] = acc[sub_r, sub_c]
+
+    def batched_matmul(self, name: str, a: torch.Tensor, b_mat: torch.Tensor, prog: MatmulProgram):
+        """Reuse program over [heads, M, K] @ [heads, K, N]: the output folded to [heads * M, N], each core
+        per_core_M rows (several heads) by per_core_N columns, K in in0_block_w steps."""
+        heads, m, k = a.shape
+        n = b_mat.shape[-1]
+        out = torch.empty(heads * m, n)
+        writes = torch.zeros(heads * m // TILE, n // TILE, dtype=torch.int32)
+        n_blocks = max(1, n // TILE // prog.per_core_N)
+        k_tiles, bw = k // TILE, prog.in0_block_w
+        for b, g in self.cores:
+            index = self._linear_index(b, g)
+            i, j = divmod(index, n_blocks)
+            rows = self._rows(i * prog.per_core_M, prog.per_core_M, heads * m, name)
+            cols = self._rows(j * prog.per_core_N, prog.per_core_N, n, name)
+            if b not in self.rows:
+                self._write_subblocks(writes, None, None, rows, cols, prog)
+                continue
+            acc = torch.zeros(rows.stop - rows.start, cols.stop - cols.start)
+            row = rows.start
+            while row < rows.stop:  # the core's rows, one head's matrix at a time
+                head, offset = divmod(row, m)
+                span = min(m - offset, rows.stop - row)
+                for step in range(k_tiles // bw):
+                    ks = slice(step * bw * TILE, (step + 1) * bw * TILE)
+                    acc[row - rows.start:row - rows.start + span] += a[head, offset:offset + span, ks] @ b_mat[head, ks, cols]
+                row += span
+            self._write_subblocks(writes, out, acc, rows, cols, prog)
+        self._check_coverage(name, writes)
+        return out
+
+    def _row_chunks(self, total_rows: int):
+        """Default (interleaved) programs: tile rows split evenly over the cores, in shard order. Yields
+        (whether the rows hold data of an emulated sequence, rows)."""
+        tiles = total_rows // TILE
+        per_core = -(-tiles // len(self.cores))
+        rows_per_batch = total_rows // self.plan.batch
+        for b, g in self.cores:
+            start = self._linear_index(b, g) * per_core
+            if start < tiles:
+                rows = slice(start * TILE, min(tiles, start + per_core) * TILE)
+                batches = range(rows.start // rows_per_batch, (rows.stop - 1) // rows_per_batch + 1)
+                yield any(batch in self.rows for batch in batches), rows
+
+    def softmax(self, scores: torch.Tensor, mask: torch.Tensor, scale: float, prog: SoftmaxProgram | None, rows_per_batch: int):
+        """Rows of softmax(scores * scale + mask); the sharded program does block_h x block_w tiles per core,
+        exponentials subblock_w tiles at a time."""
+        out = torch.empty_like(scores)
+        writes = torch.zeros(scores.shape[0] // TILE, scores.shape[1] // TILE, dtype=torch.int32)
+        if prog is None:
+            blocks = ((emulated, rows, slice(0, scores.shape[1]), scores.shape[1] // TILE) for emulated, rows in self._row_chunks(scores.shape[0]))
+        else:
+            blocks = (
+                (b in self.rows, self._rows(self._linear_index(b, g) * prog.block_h, prog.block_h, scores.shape[0], "softmax"),
+                 slice(0, prog.block_w * TILE), prog.subblock_w)
+                for b, g in self.cores
+            )
+        for emulated, rows, cols, sub in blocks:
+            writes[rows.start // TILE:rows.stop // TILE, cols.start // TILE:cols.stop // TILE] += 1
+            if not emulated:
+                continue
+            x = scores[rows, cols] * scale + mask[torch.arange(rows.start, rows.stop) // rows_per_batch][:, cols]
+            x = x - x.amax(dim=-1, keepdim=True)
+            exps = torch.full_like(x, math.nan)
+            for c in range(x.shape[1] // (sub * TILE)):
+                part = slice(c * sub * TILE, (c + 1) * sub * TILE)
+                exps[:, part] = x[:, part].exp()
+            out[rows, cols] = exps / exps.sum(dim=-1, keepdim=True)
+        self._check_coverage("softmax", writes)
+        return out
+
+    def add_layernorm(self, name: str, x: torch.Tensor, residual: torch.Tensor, p, eps: float, prog: LayerNormProgram | None):
+        """layernorm(x + residual). Sharded: each core reduces its block (subblock_w tiles at a time), the line
+        of cores sharing the rows combines the partial sums (mean first, then the centred squares)."""
+        total = x + residual
+        out = torch.empty_like(total)
+        writes = torch.zeros(total.shape[0] // TILE, total.shape[1] // TILE, dtype=torch.int32)
+        if prog is None:
+            for emulated, rows in self._row_chunks(total.shape[0]):
+                writes[rows.start // TILE:rows.stop // TILE] += 1
+                if emulated:
+                    out[rows] = F.layer_norm(total[rows], (total.shape[1],), p.weight, p.bias, eps)
+            self._check_coverage(name, writes)
+            return out
+        blocks = {}
+        for b, g in self.cores:
+            i, j = self._block_index(b, g, self.plan.orientation == COL_MAJOR)
+            rows = self._rows(i * prog.block_h, prog.block_h, total.shape[0], name)
+            cols = self._rows(j * prog.block_w, prog.block_w, total.shape[1], name)
+            writes[rows.start // TILE:rows.stop // TILE, cols.start // TILE:cols.stop // TILE] += 1
+            blocks.setdefault(rows.start, []).append((b, rows, cols))
+        self._check_coverage(name, writes)
+        width = total.shape[1]
+        sub = prog.subblock_w * TILE
+
+        def partial(block, fn):
+            return sum(fn(block[:, c * sub:(c + 1) * sub]).sum(dim=-1, keepdim=True) for c in range(block.shape[1] // sub))
+
+        for line in blocks.values():
+            if line[0][0] not in self.rows:
+                continue
+            mean = sum(partial(total[rows, cols], lambda t: t) for _, rows, cols in line) / width
+            var = sum(partial(total[rows, cols] - mean, torch.square) for _, rows, cols in line) / width
+            for _, rows, cols in line:
+                out[rows, cols] = (total[rows, cols] - mean) * torch.rsqrt(var + eps) * p.weight[cols] + p.bias[cols]
+        return out
+
+    # ------------------------------------------------------------------ the encoder layer
+
+    def encoder_layer(self, x: torch.Tensor, mask: torch.Tensor, p, eps: float) -> torch.Tensor:
+        """One encoder layer: x [B, S, H] float32, additive mask [B, S], p the layer's parameters tree
+        (weights in the model's layout, `bertl11.weights`). Sequences not emulated come back undefined."""
+        plan, ops = self.plan, self.plan.ops
+        batch, seq, hidden = x.shape
+        heads, groups = plan.shape.heads, plan.qkv_groups
+        head_size = hidden // heads
+        sharded = plan.sharded
+        tokens = x.reshape(batch * seq, hidden)
+        attn = p.attention
+        qkv = self.linear(
+            "qkv", tokens, interleave_qkv(attn.self.qkv.weight, groups), interleave_qkv(attn.self.qkv.bias, groups),
+            ops["qkv"].program, sharded,
+        )
+        # Split heads: with interleaved weights a core's QKV block is [q | k | v] of its own heads.
+        q, k, v = qkv.view(batch, seq, groups, 3, heads // groups, head_size).permute(3, 0, 2, 4, 1, 5).reshape(3, batch * heads, seq, head_size)
+        scores = self.batched_matmul("q_kt", q, k.transpose(-1, -2), ops["q_kt"].program)
+        probs = self.softmax(scores, mask, 1.0 / math.sqrt(head_size), ops["softmax"].program, heads * seq)
+        context = self.batched_matmul("attention_v", probs.view(batch * heads, seq, seq), v, ops["attention_v"].program)
+        context = context.view(batch, heads, seq, head_size).transpose(1, 2).reshape(batch * seq, hidden)
+        dense = attn.output.dense
+        attended = self.linear("self_output", context, dense.weight, dense.bias, ops["self_output"].program, sharded)
+        attended = self.add_layernorm("attention_add_layernorm", attended, tokens, attn.output.LayerNorm, eps, ops["attention_add_layernorm"].program)
+        inner = self.linear("ff1_gelu", attended, p.intermediate.dense.weight, p.intermediate.dense.bias, ops["ff1_gelu"].program, sharded)
+        ffn = self.linear("ff2", inner, p.output.dense.weight, p.output.dense.bias, ops["ff2"].program, sharded)
+        out = self.add_layernorm("ffn_add_layernorm", ffn, attended, p.output.LayerNorm, eps, ops["ffn_add_layernorm"].program)
+        return out.view(batch, seq, hidden)
+
+
+def grid_picture(plan: Plan, ax=None):
+    """The device's core grid, each used core labelled with the sequence and heads it holds (matplotlib)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    dx, dy = plan.device.grid
+    if ax is None:
+        _, ax = plt.subplots(figsize=(0.8 * dx + 1, 0.6 * dy + 1))
+    colours = plt.get_cmap("tab20")
+    used = {plan.core(b, g): (b, g) for b in range(plan.batch) for g in range(plan.groups)}
+    per_core = plan.shape.heads // plan.groups
+    for x in range(dx):
+        for y in range(dy):
+            b_g = used.get((x, y))
+            colour = colours(b_g[0] % 20) if b_g else "0.9"
+            ax.add_patch(Rectangle((x, y), 0.95, 0.95, facecolor=colour, edgecolor="white"))
+            if b_g:
+                b, g = b_g
+                ax.text(x + 0.47, y + 0.47, f"s{b}\nh{g * per_core}-{(g + 1) * per_core - 1}", ha="center", va="center", fontsize=7)
+    ax.set_xlim(0, dx)
+    ax.set_ylim(dy, 0)  # core (0, 0) top-left, as tt-metal draws the grid
+    ax.set_aspect("equal")
+    ax.set_xticks([i + 0.47 for i in range(dx)], range(dx))
+    ax.set_yticks([i + 0.47 for i in range(dy)], range(dy))
+    ax.set_xlabel("x")
+    ax.set_ylabel("y")
+    ax.set_title(f"{plan.device.title}: batch {plan.batch} on {plan.grid[0]}x{plan.grid[1]} cores ({plan.orientation}); s = sequence, h = heads")
+    return ax.figure

@@ -1,0 +1,30 @@
+"""Devices as data: the batch ranges we declare agree with what each compute grid admits."""
+
+import pytest
+
+from bertl11.devices import COL_MAJOR, DEVICES, ROW_MAJOR, get_device
+from bertl11.errors import UserError
+from bertl11.plan import PlanError, make_plan
+
+
+def test_seed_batch_ranges_and_orientations():
+    # The seed's README: unharvested Grayskull batch 2-12, Wormhole n300 batch 2-7; n150 runs batch 8.
+    assert DEVICES["e150"].batch_range == (2, 12) and DEVICES["e150"].orientation == COL_MAJOR
+    assert DEVICES["n300"].batch_range == (2, 7) and DEVICES["n300"].orientation == ROW_MAJOR
+    assert 8 in DEVICES["n150"].batches()
+    assert not DEVICES["e150"].ttnn_supported  # dropped after tt-metal v0.55
+
+
+@pytest.mark.parametrize("name", sorted(DEVICES))
+def test_declared_range_is_what_the_grid_admits(name):
+    device = DEVICES[name]
+    for batch in device.batches():
+        plan = make_plan(device, batch)
+        assert plan.grid[0] <= device.grid[0] and plan.grid[1] <= device.grid[1]
+    with pytest.raises(PlanError, match="compute grid"):
+        make_plan(device, device.batch_range[1] + 1)
+
+
+def test_unknown_device_is_a_user_error():
+    with pytest.raises(UserError, match="choose one of"):
+        get_device("e300")

@@ -1,0 +1,118 @@
+"""The grid emulator runs each plan core by core and must equal the dense torch encoder layer.
+
+BERT-large shapes (seq 384, hidden 1024, 16 heads, FFN 4096), one encoder layer with random weights. Every
+supported (device, batch, config) is planned and emulated; to stay within the test budget, each emulation does
+the arithmetic for the last sequence of the batch (the cores with the largest coordinates) while every core's
+blocks are checked for coverage, and an identical program on identical data is emulated once.
+"""
+
+from dataclasses import replace
+
+import matplotlib
+import pytest
+import torch
+
+from bertl11.backends.torch import TorchOps
+from bertl11.config import RUN_CONFIGS, BertShape, get_run_config
+from bertl11.devices import DEVICES
+from bertl11.emulator import EmulationError, GridEmulator, grid_picture
+from bertl11.model import encoder_layer
+from bertl11.plan import make_plan
+from bertl11.weights import parameter_tree
+
+matplotlib.use("Agg")
+pytestmark = pytest.mark.slow
+
+SEQ, HIDDEN, HEADS, FFN = 384, 1024, 16, 4096
+MAX_BATCH = max(d.batch_range[1] for d in DEVICES.values())
+TT_CONFIGS = [name for name, config in RUN_CONFIGS.items() if not config.torch_only]
+SHAPE = BertShape(30522, HIDDEN, 1, HEADS, FFN, 512, 2, 1e-12, "gelu")
+
+
+@pytest.fixture(scope="module")
+def layer():
+    """One BERT-large encoder layer, inputs for MAX_BATCH sequences of varied length, and the dense result."""
+    generator = torch.Generator().manual_seed(11)
+
+    def normal(*size, scale=0.02):
+        return torch.randn(*size, generator=generator) * scale
+
+    flat = {
+        "attention.self.qkv.weight": normal(HIDDEN, 3 * HIDDEN), "attention.self.qkv.bias": normal(3 * HIDDEN),
+        "attention.output.dense.weight": normal(HIDDEN, HIDDEN), "attention.output.dense.bias": normal(HIDDEN),
+        "attention.output.LayerNorm.weight": 1 + normal(HIDDEN), "attention.output.LayerNorm.bias": normal(HIDDEN),
+        "intermediate.dense.weight": normal(HIDDEN, FFN), "intermediate.dense.bias": normal(FFN),
+        "output.dense.weight": normal(FFN, HIDDEN), "output.dense.bias": normal(HIDDEN),
+        "output.LayerNorm.weight": 1 + normal(HIDDEN), "output.LayerNorm.bias": normal(HIDDEN),
+    }
+    params = parameter_tree(flat)
+    x = normal(MAX_BATCH, SEQ, HIDDEN, scale=1.0)
+    lengths = torch.randint(40, SEQ + 1, (MAX_BATCH,), generator=generator)
+    ops = TorchOps(SHAPE, get_run_config("FLOAT32"))
+    mask = ops.attention_mask((torch.arange(SEQ)[None] < lengths[:, None]).float())
+    with torch.inference_mode():
+        dense = encoder_layer(ops, x, mask, params, SHAPE)
+    return params, x, mask.view(MAX_BATCH, SEQ), dense
+
+
+def emulate(plan, layer, rows):
+    params, x, mask, _ = layer
+    with torch.inference_mode():
+        return GridEmulator(plan, rows=rows).encoder_layer(x[: plan.batch], mask[: plan.batch], params, SHAPE.layer_norm_eps)
+
+
+def assert_matches_dense(out, layer, rows):
+    dense = layer[3]
+    for row in rows:
+        assert torch.allclose(out[row], dense[row], rtol=1e-4, atol=1e-4), f"sequence {row}: max error {(out[row] - dense[row]).abs().max()}"
+
+
+@pytest.mark.parametrize("device", sorted(DEVICES))
+def test_every_supported_combination_equals_dense(device, layer):
+    done = {}
+    for batch in DEVICES[device].batches():
+        for config in TT_CONFIGS:
+            plan = make_plan(device, batch, config)
+            row = batch - 1
+            key = (plan.grid, plan.orientation, plan.groups, plan.qkv_groups, row, tuple(plan.ops[n].program for n in plan.ops))
+            if key not in done:
+                assert_matches_dense(emulate(plan, layer, [row]), layer, [row])
+                done[key] = config
+    assert done
+
+
+def test_every_core_of_a_small_plan(layer):
+    plan = make_plan("n150", 3, "BFLOAT8_B-SHARDED")
+    assert_matches_dense(emulate(plan, layer, None), layer, range(3))
+
+
+def _with_program(plan, op, **changes):
+    spec = plan.ops[op]
+    return replace(plan, ops={**plan.ops, op: replace(spec, program=replace(spec.program, **changes))})
+
+
+def test_wrong_program_configs_fail(layer):
+    plan = make_plan("n150", 2, "BFLOAT8_B-SHARDED")
+    assert_matches_dense(emulate(plan, layer, [1]), layer, [1])  # the unmodified plan passes
+    # Numbers that cover the grid but compute the wrong thing: no fused GELU; a K block wider than Q.K^T's K,
+    # which the hardware's K / in0_block_w block count turns into no K step at all.
+    for wrong in (_with_program(plan, "ff1_gelu", fused_activation=None), _with_program(plan, "q_kt", in0_block_w=3)):
+        with pytest.raises(AssertionError, match="max error"):
+            assert_matches_dense(emulate(wrong, layer, [1]), layer, [1])
+    # Numbers that do not map onto the grid.
+    with pytest.raises(EmulationError, match="straddles"):
+        emulate(_with_program(plan, "qkv", in0_block_w=3), layer, [1])
+    with pytest.raises(EmulationError, match="written"):
+        emulate(_with_program(plan, "self_output", per_core_M=11), layer, [1])
+    with pytest.raises(EmulationError, match="written"):
+        emulate(_with_program(plan, "ff1_gelu", out_subblock_w=3), layer, [1])
+    with pytest.raises(EmulationError):
+        emulate(_with_program(plan, "qkv", transpose_mcast=True), layer, [1])
+
+
+def test_grid_picture_labels_every_used_core():
+    plan = make_plan("e150", 12)
+    figure = grid_picture(plan)
+    ax = figure.axes[0]
+    assert len(ax.patches) == 12 * 9
+    assert sum(text.get_text().startswith("s") for text in ax.texts) == plan.batch * plan.groups
