@@ -95,10 +95,10 @@ class RunConfig:
         """The dtype a named tensor is held in, e.g. `dtype_of("qa_head_weights")`."""
         if tensor in self.bf16_tensors:
             return BFLOAT16
-        if tensor.endswith("_weights"):
-            return self.weights
         if tensor in ("layernorm_weights", "embedding_weights"):
             return FLOAT32 if self.weights == FLOAT32 else BFLOAT16
+        if tensor.endswith("_weights"):
+            return self.weights
         return self.activations
 
     @property
