@@ -1,0 +1,226 @@
+"""The weight cache: hits skip the source, every kind of damage is detected and rebuilt, killed and concurrent
+converters never leave a cache that loads wrongly. All on `tiny` (a cache is ~5 MB, a conversion ~1 s)."""
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+
+from bertl11 import QAModel, UserError, get_run_config, resolve_model
+from bertl11.cache import MANIFEST, StaleCache, cache_directory, load, load_or_convert
+from bertl11.cli import main as cli_main
+
+CONFIG = get_run_config("BFLOAT8_B-SHARDED")
+
+
+@pytest.fixture(scope="module")
+def source():
+    return resolve_model("tiny")
+
+
+def untouchable(source):
+    """The same model, whose weights must not be read."""
+
+    def refuse():
+        raise AssertionError("the source's state dict was read")
+
+    return dataclasses.replace(source, _load_state_dict=refuse)
+
+
+def test_hit_does_not_read_the_source(source, tmp_path):
+    first = QAModel.load(source, CONFIG.name, cache_dir=tmp_path)
+    assert not first.load_report.cache_hit and first.load_report.detail.startswith("converted into")
+    second = QAModel.load(untouchable(source), CONFIG.name, cache_dir=tmp_path)
+    assert second.load_report.cache_hit
+    ids = torch.randint(0, 30000, (2, 24), generator=torch.Generator().manual_seed(0))
+    args = (ids, torch.zeros_like(ids), torch.ones_like(ids))
+    for a, b in zip(first(*args), second(*args)):
+        assert torch.equal(a, b)
+
+
+def test_stores_bfloat8_b_packed_and_padded(source, tmp_path):
+    load_or_convert(source, CONFIG, tmp_path)
+    tensors = json.loads((cache_directory(tmp_path, source, CONFIG) / MANIFEST).read_text())["tensors"]
+    qkv = tensors["bert.encoder.layer.0.attention.self.qkv.weight"]
+    assert (qkv["dtype"], qkv["shape"]) == ("bfloat8_b", [128, 384])
+    assert qkv["stored_shape"] == [(128 // 32) * (384 // 32) * 1088]  # 1.0625 bytes per value
+    head = tensors["qa_outputs.weight"]
+    assert head["shape"] == [128, 2] and head["stored_shape"] == [4 * 1088]  # [128, 2] padded to [128, 32]
+    assert tensors["bert.embeddings.word_embeddings.weight"]["dtype"] == "bfloat16"
+    assert tensors["bert.embeddings.LayerNorm.weight"]["stored_shape"] == [128]  # row-major: unpadded
+
+
+def truncate(directory):
+    path = directory / "layer_01.safetensors"
+    path.write_bytes(path.read_bytes()[:-100])
+
+
+def flip_a_bit(directory):
+    path = directory / "layer_00.safetensors"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+def remove_a_file(directory):
+    (directory / "qa_outputs.safetensors").unlink()
+
+
+def edit_manifest(**changes):
+    def edit(directory):
+        manifest = json.loads((directory / MANIFEST).read_text())
+        manifest.update(changes)
+        (directory / MANIFEST).write_text(json.dumps(manifest))
+
+    return edit
+
+
+DAMAGE = {
+    "truncated file": (truncate, "layer_01.safetensors has"),
+    "bit flip": (flip_a_bit, "layer_00.safetensors does not match its sha256"),
+    "missing file": (remove_a_file, "qa_outputs.safetensors is missing"),
+    "other format version": (edit_manifest(format_version=0), "cache format version 0"),
+    "other config": (edit_manifest(run_config="BFLOAT16-DRAM"), "built for config BFLOAT16-DRAM"),
+    "other source": (edit_manifest(source_fingerprint="0" * 64), "source fingerprint differs"),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_damage_is_detected_reported_and_rebuilt(source, tmp_path, damage):
+    harm, reason = DAMAGE[damage]
+    good, _ = load_or_convert(source, CONFIG, tmp_path)
+    directory = cache_directory(tmp_path, source, CONFIG)
+    harm(directory)
+    with pytest.raises(StaleCache, match=reason):
+        load(directory, source, CONFIG)
+    model = QAModel.load(source, CONFIG.name, cache_dir=tmp_path)
+    report = model.load_report
+    assert not report.cache_hit and reason in report.detail and "\n" not in report.detail
+    rebuilt = load(directory, untouchable(source), CONFIG)
+    assert rebuilt.keys() == good.keys() and all(torch.equal(rebuilt[k], good[k]) for k in good)
+
+
+def test_a_changed_source_is_rebuilt(source, tmp_path):
+    """A source whose fingerprint changed (new weights) does not get the old weights."""
+    load_or_convert(source, CONFIG, tmp_path)
+    changed_weights = {k: v + 1.0 for k, v in source.state_dict().items()}
+    changed = dataclasses.replace(source, fingerprint="f" * 64, _load_state_dict=lambda: changed_weights)
+    flat, outcome = load_or_convert(changed, CONFIG, tmp_path)
+    assert not outcome.hit and "source fingerprint differs" in outcome.detail
+    assert load_or_convert(changed, CONFIG, tmp_path)[1].hit
+
+
+CONVERTER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    import bertl11.cache as cache
+    from bertl11 import get_run_config, resolve_model
+
+    cache_dir, config, pause_after, go = sys.argv[1], sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])
+    write = cache._write_durably
+    written = []
+
+    def write_then_maybe_pause(path, data):
+        write(path, data)
+        written.append(path.name)
+        print("wrote", path.name, flush=True)
+        if len(written) == pause_after:
+            time.sleep(600)  # the test kills us here
+
+    cache._write_durably = write_then_maybe_pause
+    source = resolve_model("tiny")
+    print("ready", flush=True)
+    while not go.exists():
+        time.sleep(0.01)
+    flat, outcome = cache.load_or_convert(source, get_run_config(config), cache_dir)
+    print("hit" if outcome.hit else "converted", outcome.detail, flush=True)
+    """
+)
+
+
+def start_converter(cache_dir, pause_after, go):
+    return subprocess.Popen(
+        [sys.executable, "-c", CONVERTER, str(cache_dir), CONFIG.name, str(pause_after), str(go)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def read_until(process, prefix, timeout=120):
+    deadline = time.monotonic() + timeout
+    lines = []
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line.strip())
+        if line.startswith(prefix):
+            return lines
+    raise AssertionError(f"converter never printed {prefix!r}: {lines}")
+
+
+@pytest.mark.parametrize("pause_after", [1, 5], ids=["after the first file", "after the manifest"])
+def test_killed_converter_leaves_no_cache_that_loads(source, tmp_path, pause_after):
+    """tiny writes 4 tensor files, then the manifest (write 5), then renames the directory into place."""
+    go = tmp_path / "go"
+    go.touch()
+    converter = start_converter(tmp_path, pause_after, go)
+    try:
+        writes = 0
+        while writes < pause_after:  # the converter sleeps once it has printed this many writes
+            writes += sum(line.startswith("wrote") for line in read_until(converter, "wrote"))
+        converter.send_signal(signal.SIGKILL)
+    finally:
+        converter.kill()
+        converter.wait()
+    directory = cache_directory(tmp_path, source, CONFIG)
+    with pytest.raises(StaleCache, match="no cache at"):
+        load(directory, source, CONFIG)
+    assert any(directory.parent.glob(".safetensors.tmp-*")), "the killed converter's staging directory should remain"
+    flat, outcome = load_or_convert(source, CONFIG, tmp_path)
+    assert not outcome.hit and load(directory, untouchable(source), CONFIG).keys() == flat.keys()
+    assert not any(directory.parent.glob(".safetensors.*-*")), "leftovers are cleaned by the next conversion"
+
+
+def test_two_concurrent_converters_convert_once(source, tmp_path):
+    go = tmp_path / "go"
+    converters = [start_converter(tmp_path, 0, go) for _ in range(2)]
+    try:
+        for converter in converters:
+            read_until(converter, "ready")
+        go.touch()
+        results = [read_until(converter, ("hit", "converted"))[-1] for converter in converters]
+        assert [c.wait(timeout=60) for c in converters] == [0, 0]
+    finally:
+        for converter in converters:
+            converter.kill()
+            converter.wait()
+    assert sorted(r.split()[0] for r in results) == ["converted", "hit"], results
+    directory = cache_directory(tmp_path, source, CONFIG)
+    assert load(directory, untouchable(source), CONFIG)
+    assert not any(directory.parent.glob(".safetensors.*-*"))
+
+
+def test_convert_command(tmp_path, capsys):
+    assert cli_main(["convert", "--model", "tiny", "--config", "BFLOAT16-DRAM", "--cache-dir", str(tmp_path)]) == 0
+    assert "converted into" in capsys.readouterr().out
+    assert cli_main(["convert", "--model", "tiny", "--config", "BFLOAT16-DRAM", "--cache-dir", str(tmp_path)]) == 0
+    assert "cache is valid" in capsys.readouterr().out
+    assert cli_main(["convert", "--model", "nonsense", "--cache-dir", str(tmp_path)]) == 2
+    assert "unknown model" in capsys.readouterr().err
+
+
+def test_unwritable_cache_dir_is_a_one_line_error(source, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(UserError, match="cannot write the weight cache"):
+        load_or_convert(source, CONFIG, blocker / "cache")
