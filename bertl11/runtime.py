@@ -87,7 +87,10 @@ def make_ops(source: ModelSource, run_config: RunConfig, device: str):
     if device not in DEVICES:
         raise UserError(f"unknown device {device!r}; choose one of: {', '.join(DEVICES)}")
     if device == "tt":
-        raise UserError("the ttnn backend is not available yet")
+        from .backends.ttnn import TtnnOps
+        from .cache import TTNN_DIRECTORY, cache_directory
+
+        return TtnnOps(source.shape, run_config, cache_directory(None, source, run_config) / TTNN_DIRECTORY)
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is visible to torch")
     from .backends.torch import TorchOps

@@ -1,0 +1,370 @@
+"""The ttnn backend: the op interface on a Tenstorrent card (Wormhole n150/n300, Blackhole p150) with ttnn 0.81.
+
+Every op runs with the program config and memory config the sharding plan (`bertl11.plan`) derives for the
+card's grid, the batch and the run config; BFLOAT8_B-SHARDED keeps activations block-sharded in L1 exactly as
+the seed's metal_BERT_large_11 does. Names follow ttnn 0.81 (tenstorrent/tt-metal ttnn/cpp/ttnn/operations/**
+/*_nanobind.cpp); the contract tier (tests/contract) checks every `ttnn.` name and keyword used here against
+the real package. `ttnn` is imported only when a device is opened, so this module imports without it.
+
+Weights: the model-layout tensors from the verified safetensors cache are converted once per card and
+stored next to it with ttnn.dump_tensor (<cache>/<model>/<config>/ttnn/<arch>/*.tensorbin, plus a manifest
+of sizes and sha256 written last); later loads verify the manifest and use ttnn.load_tensor. The program
+cache is on (ttnn's default; enabled explicitly for older builds), so the first batch compiles every kernel
+and later batches reuse them: `run_seconds` records each batch's wall time for first vs cached timings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from ..config import BertShape, RunConfig
+from ..devices import COL_MAJOR, Device, device_for_arch
+from ..errors import UserError
+from ..plan import (
+    BLOCK_SHARDED, HEIGHT_SHARDED, INTERLEAVED, MULTICAST, EncoderShape, LayerNormProgram, MatmulProgram, Plan,
+    SoftmaxProgram, interleave_qkv, make_plan,
+)
+from ..weights import parameter_tree, tensor_kind
+from .torch import MASK_VALUE
+
+# The seed runs layernorm at HiFi4 and the matmuls at ttnn's defaults (tt/bert_encoder.py).
+LAYERNORM_FIDELITY = "HiFi4"
+MANIFEST = "manifest.json"
+
+
+def import_ttnn():
+    try:
+        import ttnn
+    except ImportError as error:
+        raise UserError(
+            f"--device tt needs the ttnn package (pip install 'bertl11[tt]' on Python 3.10 or 3.12): {error}"
+        ) from None
+    return ttnn
+
+
+def program_config_spec(program) -> tuple[str, dict]:
+    """A plan's program config as (ttnn class name, keyword arguments) in plain data. The backend builds its
+    configs from this, and the contract tier constructs the same specs with the real ttnn classes."""
+    if program is None:
+        return ("", {})
+    grid = {"CoreCoord": list(program.grid)}
+    if isinstance(program, MatmulProgram):
+        kwargs = {
+            "compute_with_storage_grid_size": grid, "in0_block_w": program.in0_block_w,
+            "out_subblock_h": program.out_subblock_h, "out_subblock_w": program.out_subblock_w,
+            "per_core_M": program.per_core_M, "per_core_N": program.per_core_N,
+        }
+        if program.kind == MULTICAST:
+            # The seed fuses GELU in its fast approximate form: (UnaryOpType.GELU, True).
+            activation = {"UnaryWithParam": ["GELU", 1.0]} if program.fused_activation == "gelu" else None
+            kwargs.update(transpose_mcast=program.transpose_mcast, fused_activation=activation)
+            return ("MatmulMultiCoreReuseMultiCastProgramConfig", kwargs)
+        return ("MatmulMultiCoreReuseProgramConfig", kwargs)
+    common = {"compute_with_storage_grid_size": grid, "subblock_w": program.subblock_w, "block_h": program.block_h, "block_w": program.block_w}
+    if isinstance(program, SoftmaxProgram):
+        return ("SoftmaxShardedMultiCoreProgramConfig", common)
+    if isinstance(program, LayerNormProgram):
+        return ("LayerNormShardedMultiCoreProgramConfig", {**common, "inplace": program.inplace})
+    raise TypeError(f"no ttnn program config for {program!r}")
+
+
+def build_program_config(ttnn, spec: tuple[str, dict], default: str):
+    """Construct a `program_config_spec` with the real classes; `default` names the class for no program."""
+    name, kwargs = spec
+    if not name:
+        return getattr(ttnn, default)()
+
+    def value(v):
+        if isinstance(v, dict) and "CoreCoord" in v:
+            return ttnn.CoreCoord(*v["CoreCoord"])
+        if isinstance(v, dict) and "UnaryWithParam" in v:
+            op, param = v["UnaryWithParam"]
+            return ttnn.UnaryWithParam(getattr(ttnn.UnaryOpType, op), param)
+        return v
+
+    return getattr(ttnn, name)(**{k: value(v) for k, v in kwargs.items()})
+
+
+def open_tt_device(ttnn) -> tuple[object, Device]:
+    """Open device 0, or say in one line why not (no card, a Grayskull, a driver error)."""
+    try:
+        found = ttnn.GetNumAvailableDevices()
+    except RuntimeError as error:
+        found, reason = 0, str(error)
+    else:
+        reason = ""
+    if not found:
+        detail = "no chips detected" if "No chips detected" in reason or not reason else reason.splitlines()[0]
+        raise UserError(f"--device tt: no Tenstorrent card found ({detail}); use --device cpu or cuda")
+    arch = ttnn.get_arch_name().lower()
+    if arch == "grayskull":
+        raise UserError(
+            "--device tt: this card is a Grayskull, which current ttnn no longer runs (last supported in tt-metal v0.55); "
+            "`bertl11 plan --device e150` and the grid emulator still cover it"
+        )
+    try:
+        device = ttnn.open_device(device_id=0)
+    except RuntimeError as error:
+        raise UserError(f"--device tt: ttnn could not open device 0: {str(error).splitlines()[0]}") from None
+    enable = getattr(device, "enable_program_cache", None)
+    if enable is not None:  # on by default in current ttnn; older builds need the call
+        enable()
+    grid = device.compute_with_storage_grid_size()
+    try:
+        return device, device_for_arch(arch, (grid.x, grid.y))
+    except UserError:
+        ttnn.close_device(device)
+        raise
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class TtnnOps:
+    """`Ops` on a Tenstorrent card. Activations are ttnn tensors [B, 1, S, H] in tile layout."""
+
+    def __init__(self, shape: BertShape, run_config: RunConfig, weight_cache: Path | None = None):
+        self.ttnn = import_ttnn()
+        self.shape = shape
+        self.run_config = run_config
+        self.weight_cache = weight_cache
+        self.tt, self.card = open_tt_device(self.ttnn)
+        self.device = torch.device("cpu")  # the model hands inputs over on the host; embeddings uploads them
+        self.plan: Plan | None = None
+        self.run_seconds: list[float] = []
+        self._started = 0.0
+
+    # ------------------------------------------------------------------ placement
+
+    def close(self) -> None:
+        self.ttnn.close_device(self.tt)
+
+    def _dtype(self, tensor: str):
+        return getattr(self.ttnn, self.run_config.dtype_of(tensor))
+
+    def _plan_for(self, batch: int, seq: int) -> Plan:
+        if self.plan is None or self.plan.batch != batch or self.plan.shape.seq != seq:
+            self.plan = make_plan(self.card, batch, self.run_config, EncoderShape.from_bert(self.shape, seq))
+        return self.plan
+
+    def _memory(self, op: str):
+        """The output memory config the plan gives an op (sharded specs are derived by the op itself)."""
+        ttnn = self.ttnn
+        placement = self.plan.ops[op].output
+        if placement.layout == INTERLEAVED:
+            return ttnn.DRAM_MEMORY_CONFIG if placement.buffer == "DRAM" else ttnn.L1_MEMORY_CONFIG
+        layout = ttnn.TensorMemoryLayout.BLOCK_SHARDED if placement.layout == BLOCK_SHARDED else ttnn.TensorMemoryLayout.HEIGHT_SHARDED
+        return ttnn.MemoryConfig(layout, ttnn.BufferType.L1)
+
+    def _program(self, op: str, default: str = ""):
+        return build_program_config(self.ttnn, program_config_spec(self.plan.ops[op].program), default)
+
+    def _orientation(self):
+        return self.ttnn.ShardOrientation.COL_MAJOR if self.plan.orientation == COL_MAJOR else self.ttnn.ShardOrientation.ROW_MAJOR
+
+    # ------------------------------------------------------------------ weights
+
+    def _groups(self) -> int:
+        """QKV interleave groups: the same for every batch on this card (derived at the largest batch)."""
+        plan = make_plan(self.card, self.card.batch_range[1], self.run_config, EncoderShape.from_bert(self.shape))
+        return plan.qkv_groups
+
+    def _device_layout(self, name: str, t: torch.Tensor, groups: int):
+        """(tensor shaped as ttnn takes it, dtype name, tile layout?) for one model-layout parameter."""
+        kind = tensor_kind(name)
+        dtype = self.run_config.dtype_of(kind)
+        if kind == "embedding_weights":
+            return t, dtype, False
+        if kind == "layernorm_weights":  # the seed's gamma/beta layout: [1, 1, H/32, 32], row-major
+            return t.reshape(1, 1, -1, 32), dtype, False
+        if name.endswith("qkv.weight") or name.endswith("qkv.bias"):
+            t = interleave_qkv(t, groups)
+        return t.reshape(1, 1, -1, t.shape[-1]), dtype, True
+
+    def prepare(self, flat: dict[str, torch.Tensor]):
+        """Model-layout tensors -> device tensors in DRAM, via this card's .tensorbin cache when it verifies."""
+        ttnn = self.ttnn
+        groups = self._groups()
+        directory = self.weight_cache / self.card.arch if self.weight_cache is not None else None
+        manifest = self._read_manifest(directory, groups)
+        tensors, entries = {}, {}
+        for name, t in flat.items():
+            data, dtype, tiled = self._device_layout(name, t.float(), groups)
+            layout = ttnn.TILE_LAYOUT if tiled else ttnn.ROW_MAJOR_LAYOUT
+            file_name = f"{name}_{dtype.upper()}.tensorbin"
+            if manifest is not None:
+                host = ttnn.load_tensor(str(directory / file_name))
+            else:
+                host = ttnn.from_torch(data, dtype=getattr(ttnn, dtype), layout=layout)
+                if directory is not None:
+                    entries[file_name] = self._dump(host, directory / file_name)
+            tensors[name] = ttnn.to_device(host, self.tt, memory_config=ttnn.DRAM_MEMORY_CONFIG)
+        if directory is not None and manifest is None:
+            self._write_manifest(directory, groups, entries)
+        return parameter_tree(tensors)
+
+    def _dump(self, host, path: Path) -> dict:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        self.ttnn.dump_tensor(str(temporary), host)
+        os.replace(temporary, path)
+        return {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+
+    def _header(self, groups: int) -> dict:
+        return {"ttnn": getattr(self.ttnn, "__version__", "unknown"), "config": self.run_config.name, "qkv_groups": groups}
+
+    def _read_manifest(self, directory: Path | None, groups: int) -> dict | None:
+        """The manifest if it matches and every file verifies; None means convert (and rewrite) the cache."""
+        if directory is None or not (directory / MANIFEST).is_file():
+            return None
+        try:
+            manifest = json.loads((directory / MANIFEST).read_text())
+        except (OSError, ValueError):
+            return None
+        if manifest.get("header") != self._header(groups):
+            return None
+        for file_name, entry in manifest.get("files", {}).items():
+            path = directory / file_name
+            if not path.is_file() or path.stat().st_size != entry["bytes"] or _sha256(path) != entry["sha256"]:
+                return None
+        return manifest
+
+    def _write_manifest(self, directory: Path, groups: int, entries: dict) -> None:
+        temporary = directory / f".{MANIFEST}.{os.getpid()}.tmp"
+        temporary.write_text(json.dumps({"header": self._header(groups), "files": entries}, indent=1, sort_keys=True))
+        os.replace(temporary, directory / MANIFEST)
+
+    # ------------------------------------------------------------------ the ops
+
+    def embeddings(self, input_ids, token_type_ids, p):
+        ttnn = self.ttnn
+        self._started = time.perf_counter()
+        batch, seq = input_ids.shape
+        self._plan_for(batch, seq)
+        ids, types, positions = (
+            ttnn.from_torch(t.to(torch.int32).contiguous(), dtype=ttnn.uint32, layout=ttnn.ROW_MAJOR_LAYOUT, device=self.tt,
+                            memory_config=ttnn.L1_MEMORY_CONFIG)
+            for t in (input_ids, token_type_ids, torch.arange(seq).expand(batch, seq))
+        )
+        words = ttnn.embedding(ids, p.word_embeddings.weight, padding_idx=self.shape.pad_token_id, layout=ttnn.TILE_LAYOUT,
+                               embeddings_type=ttnn.EmbeddingsType.PADDED, dtype=ttnn.bfloat16, memory_config=ttnn.L1_MEMORY_CONFIG)
+        kinds = ttnn.embedding(types, p.token_type_embeddings.weight, layout=ttnn.TILE_LAYOUT,
+                               embeddings_type=ttnn.EmbeddingsType.BINARY, dtype=ttnn.bfloat16, memory_config=ttnn.L1_MEMORY_CONFIG)
+        where = ttnn.embedding(positions, p.position_embeddings.weight, layout=ttnn.TILE_LAYOUT,
+                               embeddings_type=ttnn.EmbeddingsType.GENERIC, dtype=ttnn.bfloat16, memory_config=ttnn.L1_MEMORY_CONFIG)
+        summed = ttnn.add(ttnn.add(words, kinds, memory_config=ttnn.L1_MEMORY_CONFIG), where, memory_config=ttnn.L1_MEMORY_CONFIG)
+        x = ttnn.layer_norm(summed, epsilon=self.shape.layer_norm_eps, weight=p.LayerNorm.weight, bias=p.LayerNorm.bias,
+                            memory_config=ttnn.L1_MEMORY_CONFIG)
+        x = ttnn.reshape(x, (batch, 1, seq, self.shape.hidden_size))
+        if self.plan.sharded:
+            return ttnn.interleaved_to_sharded(
+                x, ttnn.CoreCoord(*self.plan.grid), self.plan.ops["self_output"].output.shard_shape,
+                ttnn.TensorMemoryLayout.BLOCK_SHARDED, self._orientation(), self._dtype("qkv_input"),
+            )
+        return ttnn.typecast(x, self._dtype("qkv_input"), memory_config=self._memory("self_output"))
+
+    def attention_mask(self, attention_mask):
+        ttnn = self.ttnn
+        batch, seq = attention_mask.shape
+        additive = (1.0 - attention_mask.float()) * MASK_VALUE
+        if self.plan.sharded:  # the sharded softmax reads the mask row-major, 32 keys per row (as the seed)
+            return ttnn.from_torch(additive.reshape(batch, 1, -1, 32), dtype=ttnn.bfloat16, layout=ttnn.ROW_MAJOR_LAYOUT,
+                                   device=self.tt, memory_config=ttnn.L1_MEMORY_CONFIG)
+        return ttnn.from_torch(additive.reshape(batch, 1, 1, seq), dtype=self._dtype("attention_mask"), layout=ttnn.TILE_LAYOUT,
+                               device=self.tt, memory_config=ttnn.L1_MEMORY_CONFIG)
+
+    def _linear(self, op: str, x, p, output: str):
+        return self.ttnn.linear(x, p.weight, bias=p.bias, program_config=self._program(op),
+                                memory_config=self._memory(op), dtype=self._dtype(output))
+
+    def qkv(self, x, p):
+        return self._linear("qkv", x, p, "qkv_output")
+
+    def split_heads(self, qkv, num_heads):
+        ttnn = self.ttnn
+        if self.plan.sharded:  # per core: its own heads' q, k, v (weights interleaved in plan.groups)
+            q, k_t, v = ttnn.experimental.split_query_key_value_and_split_heads(
+                qkv, compute_with_storage_grid_size=ttnn.CoreCoord(*self.plan.grid),
+                memory_config=self._memory("split_heads"), num_heads=num_heads,
+            )
+        else:
+            q, k_t, v = ttnn.transformer.split_query_key_value_and_split_heads(
+                qkv, num_heads=num_heads, transpose_key=True, memory_config=self._memory("split_heads"),
+            )
+        qkv.deallocate()
+        return q, k_t, v
+
+    def q_kt(self, q, k_t):
+        scores = self.ttnn.matmul(q, k_t, program_config=self._program("q_kt"), memory_config=self._memory("q_kt"),
+                                  dtype=self._dtype("q_kt_output"))
+        q.deallocate()
+        k_t.deallocate()
+        return scores
+
+    def softmax(self, scores, mask, scale):
+        ttnn = self.ttnn
+        shape = scores.padded_shape
+        folded = ttnn.reshape(scores, (shape[0], 1, shape[1] * shape[2], shape[3]))  # [B, 1, N*S, S], as the seed
+        probs = ttnn.scale_mask_softmax_in_place(folded, scale, mask, program_config=self._program("softmax", "SoftmaxDefaultProgramConfig"))
+        return ttnn.reshape(probs, tuple(shape))
+
+    def attention_v(self, probs, v):
+        context = self.ttnn.matmul(probs, v, program_config=self._program("attention_v"), memory_config=self._memory("attention_v"),
+                                   dtype=self._dtype("attention_v_output"))
+        probs.deallocate()
+        v.deallocate()
+        return context
+
+    def concat_heads(self, context):
+        merged = self.ttnn.experimental.nlp_concat_heads(context, memory_config=self._memory("concat_heads"))
+        context.deallocate()
+        return merged
+
+    def self_output(self, x, p):
+        out = self._linear("self_output", x, p, "self_output_output")
+        x.deallocate()
+        return out
+
+    def _add_layernorm(self, op: str, x, residual, p, eps):
+        ttnn = self.ttnn
+        out = ttnn.layer_norm(
+            residual, residual_input_tensor=x, epsilon=eps, weight=p.weight, bias=p.bias,
+            program_config=self._program(op, "LayerNormDefaultProgramConfig"), memory_config=self._memory(op),
+            compute_kernel_config=ttnn.WormholeComputeKernelConfig(math_fidelity=getattr(ttnn.MathFidelity, LAYERNORM_FIDELITY)),
+        )
+        x.deallocate()
+        return out
+
+    def attention_add_layernorm(self, x, residual, p, eps):
+        return self._add_layernorm("attention_add_layernorm", x, residual, p, eps)
+
+    def ffn_add_layernorm(self, x, residual, p, eps):
+        return self._add_layernorm("ffn_add_layernorm", x, residual, p, eps)
+
+    def ff1_gelu(self, x, p):
+        return self._linear("ff1_gelu", x, p, "ff1_output")
+
+    def ff2(self, x, p):
+        out = self._linear("ff2", x, p, "ff2_output")
+        x.deallocate()
+        return out
+
+    def qa_head(self, x, p):
+        ttnn = self.ttnn
+        if self.plan.sharded:
+            x = ttnn.sharded_to_interleaved(x, ttnn.L1_MEMORY_CONFIG, self._dtype("qa_head_weights"))
+        logits = ttnn.linear(x, p.weight, bias=p.bias, memory_config=ttnn.L1_MEMORY_CONFIG)
+        host = ttnn.to_torch(logits).float().reshape(x.padded_shape[0], x.padded_shape[2], -1)
+        self.run_seconds.append(time.perf_counter() - self._started)
+        return host[..., 0], host[..., 1]
