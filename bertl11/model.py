@@ -12,12 +12,19 @@ from .config import BertShape
 from .ops import Ops
 
 
+def self_attention(ops: Ops, q, k_t, v, mask, scale: float):
+    fused = getattr(ops, "fused_attention", None)  # a backend may run (3)-(5) as one kernel
+    if fused is not None:
+        return fused(q, k_t, v, mask, scale)
+    scores = ops.q_kt(q, k_t)  # (3)
+    probs = ops.softmax(scores, mask, scale)  # (4)
+    return ops.attention_v(probs, v)  # (5)
+
+
 def attention(ops: Ops, x, mask, p, shape: BertShape):
     qkv = ops.qkv(x, p.self.qkv)  # (1)
     q, k_t, v = ops.split_heads(qkv, shape.num_heads)  # (2)
-    scores = ops.q_kt(q, k_t)  # (3)
-    probs = ops.softmax(scores, mask, 1.0 / math.sqrt(shape.head_size))  # (4)
-    context = ops.concat_heads(ops.attention_v(probs, v))  # (5), (6)
+    context = ops.concat_heads(self_attention(ops, q, k_t, v, mask, 1.0 / math.sqrt(shape.head_size)))  # (6)
     return ops.attention_add_layernorm(ops.self_output(context, p.output.dense), x, p.output.LayerNorm, shape.layer_norm_eps)  # (7), (8)
 
 

@@ -48,12 +48,15 @@ class QAModel:
         config: str = DEFAULT_RUN_CONFIG,
         device: str = "cpu",
         cache_dir: str | Path | None = None,
+        fast: bool = False,
     ) -> "QAModel":
         """Weights come from the on-disk cache (`bertl11.cache`; cache_dir defaults to $BERTL11_CACHE or
-        ~/.cache/bertl11): a hit never reads the source's weights, a miss converts them and writes the cache."""
+        ~/.cache/bertl11): a hit never reads the source's weights, a miss converts them and writes the cache.
+        `fast`: on cpu/cuda, the torch backend's speed path (`backends.torch.FastTorchOps`) instead of the
+        per-op simulation of the config's numerics."""
         source = model if isinstance(model, ModelSource) else resolve_model(model)
         run_config = get_run_config(config)
-        ops = make_ops(source, run_config, device)
+        ops = make_ops(source, run_config, device, fast)
         started = time.perf_counter()
         flat, outcome = load_or_convert(source, run_config, cache_dir)
         params = ops.prepare(flat)
@@ -83,7 +86,7 @@ class QAModel:
         return start.float().cpu(), end.float().cpu()
 
 
-def make_ops(source: ModelSource, run_config: RunConfig, device: str):
+def make_ops(source: ModelSource, run_config: RunConfig, device: str, fast: bool = False):
     if device not in DEVICES:
         raise UserError(f"unknown device {device!r}; choose one of: {', '.join(DEVICES)}")
     if device == "tt":
@@ -93,6 +96,6 @@ def make_ops(source: ModelSource, run_config: RunConfig, device: str):
         return TtnnOps(source.shape, run_config, cache_directory(None, source, run_config) / TTNN_DIRECTORY)
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is visible to torch")
-    from .backends.torch import TorchOps
+    from .backends.torch import FastTorchOps, TorchOps
 
-    return TorchOps(source.shape, run_config, device)
+    return (FastTorchOps if fast else TorchOps)(source.shape, run_config, device)
