@@ -1,0 +1,145 @@
+"""SQuAD v2 questions as a flat HF `datasets.Dataset`: id, title, context, question, answers{text, answer_start}.
+
+`--data` takes:
+    hub     rajpurkar/squad_v2, validation split, through `datasets.load_dataset` (needs the hub or its cache)
+    FILE    a SQuAD-format JSON file ({"version", "data": [articles]}), e.g. data/squad/dev-v2.0.json
+    auto    the hub when it answers within a few seconds, else the committed data/squad/dev-v2.0.json
+
+A local file is parsed with `json` and flattened here rather than by `load_dataset("json", field="data")`:
+that loader yields one row per article with paragraphs nested two lists deep, which `datasets` cannot
+explode into question rows by itself, it infers an Arrow schema that breaks on files whose questions
+carry different optional fields, and it writes an Arrow cache for a file we read in well under a second.
+Parsing the nesting ourselves also lets a malformed file say exactly where it is malformed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import UserError
+
+HUB_DATASET = "rajpurkar/squad_v2"
+HUB_SPLIT = "validation"
+LOCAL_DEV_FILE = Path(__file__).resolve().parents[2] / "data" / "squad" / "dev-v2.0.json"
+HUB_PROBE_SECONDS = 3
+DATA_HELP = (f"'hub' ({HUB_DATASET} validation), a SQuAD-format JSON file, or 'auto' (the hub if reachable, "
+             f"else {LOCAL_DEV_FILE.relative_to(LOCAL_DEV_FILE.parents[2])}; the default)")
+
+
+def _features():
+    from datasets import Features, Sequence, Value
+
+    return Features({
+        "id": Value("string"),
+        "title": Value("string"),
+        "context": Value("string"),
+        "question": Value("string"),
+        "answers": Sequence({"text": Value("string"), "answer_start": Value("int32")}),
+    })
+
+
+def _expect(value, kind: type, where: str, path):
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise UserError(f"{path} is not a SQuAD file: {where} should be a JSON {kind.__name__}, not {type(value).__name__}")
+    return value
+
+
+def flatten_squad(document, path="the file") -> list[dict]:
+    """The nested SQuAD structure -> one record per question (the hub dataset's columns)."""
+    _expect(document, dict, "the top level", path)
+    if "data" not in document:
+        raise UserError(f"{path} is not a SQuAD file: it has no 'data' list of articles")
+    records = []
+    for a, article in enumerate(_expect(document["data"], list, "'data'", path)):
+        _expect(article, dict, f"article {a}", path)
+        title = article.get("title", "")
+        for p, paragraph in enumerate(_expect(article.get("paragraphs"), list, f"article {a} 'paragraphs'", path)):
+            where = f"article {a} paragraph {p}"
+            _expect(paragraph, dict, where, path)
+            context = _expect(paragraph.get("context"), str, f"{where} 'context'", path)
+            for q, qa in enumerate(_expect(paragraph.get("qas"), list, f"{where} 'qas'", path)):
+                at = f"{where} question {q}"
+                _expect(qa, dict, at, path)
+                answers = _expect(qa.get("answers", []), list, f"{at} 'answers'", path)
+                for n, answer in enumerate(answers):
+                    _expect(answer, dict, f"{at} answer {n}", path)
+                    _expect(answer.get("text"), str, f"{at} answer {n} 'text'", path)
+                    _expect(answer.get("answer_start"), int, f"{at} answer {n} 'answer_start'", path)
+                records.append({
+                    "id": _expect(qa.get("id"), str, f"{at} 'id'", path),
+                    "title": str(title),
+                    "context": context,
+                    "question": _expect(qa.get("question"), str, f"{at} 'question'", path),
+                    "answers": {"text": [x["text"] for x in answers], "answer_start": [x["answer_start"] for x in answers]},
+                })
+    if not records:
+        raise UserError(f"{path} holds no questions")
+    return records
+
+
+def read_squad_file(path: str | Path):
+    """A local SQuAD-format JSON file as a flat `datasets.Dataset`."""
+    from datasets import Dataset
+
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            document = json.load(f)
+    except FileNotFoundError:
+        raise UserError(f"SQuAD file {path} does not exist") from None
+    except IsADirectoryError:
+        raise UserError(f"{path} is a directory, not a SQuAD JSON file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"cannot read {path}: {error}") from None
+    except json.JSONDecodeError as error:
+        raise UserError(f"{path} is not valid JSON: {error}") from None
+    return Dataset.from_list(flatten_squad(document, path), features=_features())
+
+
+def hub_reachable() -> bool:
+    """Whether the hub answers for the dataset quickly (load_dataset itself retries for ~25 s when offline)."""
+    from huggingface_hub import HfApi, constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    try:
+        HfApi().dataset_info(HUB_DATASET, timeout=HUB_PROBE_SECONDS)
+    except Exception:  # any failure (DNS, timeout, HTTP error) means "use the local file"
+        return False
+    return True
+
+
+def read_hub():
+    from datasets import load_dataset
+
+    try:
+        dataset = load_dataset(HUB_DATASET, split=HUB_SPLIT)
+    except Exception as error:  # datasets raises many kinds (ConnectionError, FileNotFoundError, HfHubHTTPError...)
+        raise UserError(f"cannot load {HUB_DATASET} from the hub: {type(error).__name__}: {error}") from None
+    return dataset.select_columns(list(_features())).cast(_features())
+
+
+def load_squad(data: str = "auto", limit: int | None = None):
+    """SQuAD v2 questions in data order, the first `limit` of them when given."""
+    if data == "hub":
+        dataset = read_hub()
+    elif data == "auto":
+        if hub_reachable():
+            dataset = read_hub()
+        elif LOCAL_DEV_FILE.is_file():
+            dataset = read_squad_file(LOCAL_DEV_FILE)
+        else:
+            raise UserError(f"the hub is unreachable and {LOCAL_DEV_FILE} is missing; pass --data FILE")
+    else:
+        dataset = read_squad_file(data)
+    if limit is not None:
+        if limit < 1:
+            raise UserError(f"--limit must be at least 1, not {limit}")
+        dataset = dataset.select(range(min(limit, len(dataset))))
+    return dataset
+
+
+def answers_by_id(dataset) -> dict[str, list[str]]:
+    """question id -> the data's answer texts ([] for an unanswerable question), what the scorer needs."""
+    return dict(zip(dataset["id"], (answers["text"] for answers in dataset["answers"])))

@@ -1,0 +1,167 @@
+"""The SQuAD v2 score, with the semantics of the official evaluation script (evaluate-v2.0.py).
+
+    normalise:  lower-case, drop string.punctuation, drop the words a/an/the, collapse whitespace
+    gold:       the question's answers that normalise to something non-empty, or [""] when none do
+    EM, F1:     the best over the gold answers; F1 counts shared tokens (both empty: 1, one empty: 0)
+    HasAns:     the question has any answer in the data (bool of the raw answer list)
+    threshold:  a question whose na_prob exceeds --na-prob-thresh counts as predicted "no answer"
+    best_*:     sweep the questions in order of na_prob, answering one more each step, and keep the
+                highest running score and the na_prob where it was reached
+
+Like the official script, ids without a prediction are reported and left out of every total; unlike it,
+the HasAns/NoAns splits then also leave them out instead of failing with a KeyError.
+
+`bertl11 score --data FILE --predictions PRED.json [--na-probs NA.json] [--na-prob-thresh T]` prints the
+result as one JSON object with the official key names.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import re
+import string
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from ..errors import UserError
+
+_PUNCTUATION = frozenset(string.punctuation)
+_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
+MISSING_SHOWN = 20
+
+
+def normalize_answer(text: str) -> str:
+    text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def exact_match(gold: str, prediction: str) -> int:
+    return int(normalize_answer(gold) == normalize_answer(prediction))
+
+
+def f1_score(gold: str, prediction: str) -> float:
+    gold_tokens = normalize_answer(gold).split()
+    predicted_tokens = normalize_answer(prediction).split()
+    if not gold_tokens or not predicted_tokens:
+        return float(gold_tokens == predicted_tokens)
+    shared = sum((collections.Counter(gold_tokens) & collections.Counter(predicted_tokens)).values())
+    if shared == 0:
+        return 0.0
+    precision, recall = shared / len(predicted_tokens), shared / len(gold_tokens)
+    return 2 * precision * recall / (precision + recall)
+
+
+def gold_answers(answers: list[str]) -> list[str]:
+    """The answers scored against: the non-empty ones, or [""] for an unanswerable question."""
+    return [a for a in answers if normalize_answer(a)] or [""]
+
+
+def _percent_of(scores: Mapping[str, float], ids: list[str]) -> float:
+    return 100.0 * sum(scores[i] for i in ids) / len(ids)
+
+
+def _best_threshold(scores: Mapping[str, float], predictions: Mapping[str, str], na_probs: Mapping[str, float],
+                    has_answer: Mapping[str, bool]) -> tuple[float, float]:
+    """(best score in %, its na_prob threshold): start from all "no answer" and answer questions in na_prob order."""
+    running = best = sum(1 for q in scores if not has_answer[q])
+    threshold = 0.0
+    # Sorting is stable and na_probs keeps its file order, so ties are walked the way the official script walks them.
+    for qid in sorted((q for q in na_probs if q in scores), key=lambda q: na_probs[q]):
+        if has_answer[qid]:
+            running += scores[qid]
+        elif predictions[qid]:
+            running -= 1
+        if running > best:
+            best, threshold = running, na_probs[qid]
+    return 100.0 * best / len(scores), threshold
+
+
+def evaluate(answers: Mapping[str, list[str]], predictions: Mapping[str, str],
+             na_probs: Mapping[str, float] | None = None, na_prob_thresh: float = 1.0) -> dict:
+    """The official result dict for `answers` (id -> the data's answer texts, [] when unanswerable).
+
+    Ids of `answers` missing from `predictions` are left out (see `missing_predictions`).
+    """
+    scored = [qid for qid in answers if qid in predictions]
+    if not scored:
+        raise UserError("no prediction matches a question id of the data")
+    if na_probs is not None:
+        lacking = [qid for qid in scored if qid not in na_probs]
+        if lacking:
+            raise UserError(f"the na-probs lack {len(lacking)} predicted ids, e.g. {lacking[0]!r}")
+    has_answer = {qid: bool(answers[qid]) for qid in scored}
+    exact_raw, f1_raw = {}, {}
+    for qid in scored:
+        golds = gold_answers(answers[qid])
+        exact_raw[qid] = max(exact_match(g, predictions[qid]) for g in golds)
+        f1_raw[qid] = max(f1_score(g, predictions[qid]) for g in golds)
+
+    def thresholded(raw):
+        if na_probs is None:
+            return raw
+        return {qid: float(not has_answer[qid]) if na_probs[qid] > na_prob_thresh else s for qid, s in raw.items()}
+
+    exact, f1 = thresholded(exact_raw), thresholded(f1_raw)
+    result = {"exact": _percent_of(exact, scored), "f1": _percent_of(f1, scored), "total": len(scored)}
+    for prefix, ids in (("HasAns", [q for q in scored if has_answer[q]]), ("NoAns", [q for q in scored if not has_answer[q]])):
+        if ids:
+            result.update({f"{prefix}_exact": _percent_of(exact, ids), f"{prefix}_f1": _percent_of(f1, ids),
+                           f"{prefix}_total": len(ids)})
+    if na_probs is not None:
+        result["best_exact"], result["best_exact_thresh"] = _best_threshold(exact_raw, predictions, na_probs, has_answer)
+        result["best_f1"], result["best_f1_thresh"] = _best_threshold(f1_raw, predictions, na_probs, has_answer)
+    return result
+
+
+def missing_predictions(answers: Mapping[str, list[str]], predictions: Mapping[str, str]) -> list[str]:
+    return [qid for qid in answers if qid not in predictions]
+
+
+def report_missing(missing: list[str], stream=sys.stderr) -> None:
+    """Say which ids lack a prediction, as the official script does (the first few, then a count)."""
+    for qid in missing[:MISSING_SHOWN]:
+        print(f"Missing prediction for {qid}", file=stream)
+    if len(missing) > MISSING_SHOWN:
+        print(f"... {len(missing) - MISSING_SHOWN} more ids lack a prediction ({len(missing)} in all)", file=stream)
+
+
+def _read_id_map(path: str, what: str, value_types: tuple) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise UserError(f"{what} file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"cannot read {what} file {path}: {error}") from None
+    except json.JSONDecodeError as error:
+        raise UserError(f"{what} file {path} is not valid JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{what} file {path} must hold one JSON object mapping question ids to values")
+    for qid, value in data.items():
+        if not isinstance(value, value_types) or isinstance(value, bool):
+            raise UserError(f"{what} file {path}: the value for {qid!r} is {type(value).__name__}, not {value_types[0].__name__}")
+    return data
+
+
+def add_arguments(parser) -> None:
+    from .data import DATA_HELP
+
+    parser.add_argument("--data", default="auto", help=DATA_HELP)
+    parser.add_argument("--predictions", required=True, help="JSON object: question id -> predicted answer text ('' for no answer)")
+    parser.add_argument("--na-probs", help="JSON object: question id -> probability that the question has no answer")
+    parser.add_argument("--na-prob-thresh", type=float, default=1.0,
+                        help="count a question as predicted 'no answer' when its na_prob exceeds this (default 1.0)")
+
+
+def run(args) -> int:
+    from .data import answers_by_id, load_squad
+
+    predictions = _read_id_map(args.predictions, "predictions", (str,))
+    na_probs = _read_id_map(args.na_probs, "na-probs", (float, int)) if args.na_probs else None
+    answers = answers_by_id(load_squad(args.data))
+    report_missing(missing_predictions(answers, predictions))
+    print(json.dumps(evaluate(answers, predictions, na_probs, args.na_prob_thresh), indent=2))
+    return 0
+
