@@ -1,0 +1,162 @@
+"""The contract tier: the ttnn backend and the plan against the real ttnn package (0.81, tests/contract/requirements.txt).
+
+ttnn lives in its own environment (.venv-tt: Python 3.12, no torch), so each check runs `ttnn_probe.py` there as a
+subprocess, in ttnn's mock-cluster mode (a Wormhole n150 descriptor, mock_cluster/), and compares here:
+
+- every `ttnn.` name bertl11/backends/ttnn.py uses exists, and every keyword it passes is one the binding accepts
+  (nanobind signatures; Python signatures for ttnn's Python-level functions);
+- the program configs every plan produces construct with the real classes and read back the same fields;
+- ttnn's host encodings (BFLOAT8_B packing, bfloat16 tile layout, as dump_tensor writes them) equal bertl11.bfp8's;
+- without a card, ttnn fails the way the backend expects (RuntimeError "No chips detected").
+
+Not checkable without a chip: any op actually running (shapes/shard specs ttnn derives on device, numerics of device
+kernels, L1 allocation), open_device itself, program-cache behaviour, ttnn.to_device/from_device.
+"""
+
+import ast
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bertl11 import bfp8
+from bertl11.backends import ttnn as backend
+from bertl11.config import RUN_CONFIGS
+from bertl11.devices import DEVICES
+from bertl11.plan import make_plan
+
+pytestmark = pytest.mark.ttnn
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+BACKEND = REPO / "bertl11" / "backends" / "ttnn.py"
+TT_PYTHON = Path(os.environ.get("BERTL11_TT_PYTHON", REPO / ".venv-tt" / "bin" / "python"))
+MOCK_CLUSTER = HERE / "mock_cluster" / "wormhole_N150.yaml"
+# Methods the backend calls on objects ttnn returns (a device, a tensor): checked on their classes.
+OBJECT_METHODS = [("MeshDevice", "compute_with_storage_grid_size"), ("MeshDevice", "enable_program_cache"),
+                  ("Tensor", "deallocate"), ("Tensor", "padded_shape")]
+
+
+@pytest.fixture(scope="module")
+def tt_python():
+    if not TT_PYTHON.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"the contract environment {TT_PYTHON} is missing (make .venv-tt/.installed)")
+        pytest.skip(f"no ttnn contract environment at {TT_PYTHON} (make .venv-tt/.installed builds it)")
+    return TT_PYTHON
+
+
+def probe(tt_python, *args, stdin=None, mock=True):
+    env = {k: v for k, v in os.environ.items() if k != "TT_METAL_MOCK_CLUSTER_DESC_PATH"}
+    if mock:
+        env["TT_METAL_MOCK_CLUSTER_DESC_PATH"] = str(MOCK_CLUSTER)
+    done = subprocess.run([str(tt_python), str(HERE / "ttnn_probe.py"), *args], input=stdin, capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+
+def _ttnn_chain(node):
+    """'a.b' for an expression ttnn.a.b / self.ttnn.a.b, else None."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+        if isinstance(node, ast.Attribute) and node.attr == "ttnn" and isinstance(node.value, ast.Name) and node.value.id == "self":
+            return ".".join(reversed(parts))
+    if isinstance(node, ast.Name) and node.id == "ttnn" and parts:
+        return ".".join(reversed(parts))
+    return None
+
+
+def ttnn_usage(source: str):
+    """[[path, keywords, line]] for every ttnn name the source uses; calls carry their keyword names. A ** argument
+    would hide keywords from this check, so it is refused."""
+    found = {}
+    calls = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call):
+            path = _ttnn_chain(node.func)
+            if path:
+                assert all(k.arg for k in node.keywords), f"line {node.lineno}: ** arguments hide keywords from the contract check"
+                found[(path, tuple(sorted(k.arg for k in node.keywords)), node.lineno)] = None
+                calls.add(id(node.func))
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and not isinstance(getattr(node, "ctx", None), ast.Store):
+            path = _ttnn_chain(node)
+            if path and not any(p == path for p, _, _ in found):
+                found[(path, (), node.lineno)] = None
+    return [[path, list(keywords), line] for path, keywords, line in found]
+
+
+def dynamic_names(source: str):
+    """Names the backend reaches with getattr(ttnn, ...): dtypes of every run config, default program configs
+    (string literals), the layernorm fidelity and the fused activation."""
+    dtypes = {getattr(c, f) for c in RUN_CONFIGS.values() if not c.torch_only for f in ("weights", "activations")} | {"bfloat16"}
+    literals = {n.value for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Constant) and isinstance(n.value, str)
+                and n.value.endswith("ProgramConfig")}
+    return [[name, [], 0] for name in sorted(dtypes | literals | {f"MathFidelity.{backend.LAYERNORM_FIDELITY}", "UnaryOpType.GELU"})]
+
+
+def all_program_configs():
+    specs = {}
+    for device in DEVICES.values():
+        for batch in device.batches():
+            for config in (n for n, c in RUN_CONFIGS.items() if not c.torch_only):
+                for op in make_plan(device, batch, config).ops.values():
+                    name, kwargs = backend.program_config_spec(op.program)
+                    if name:
+                        specs[json.dumps([name, kwargs], sort_keys=True)] = [name, kwargs]
+    return list(specs.values())
+
+
+def check_api(tt_python, tmp_path, source: str):
+    request = {"names": ttnn_usage(source) + dynamic_names(source), "methods": OBJECT_METHODS, "program_configs": all_program_configs()}
+    out = tmp_path / "api.json"
+    probe(tt_python, "api", str(out), stdin=json.dumps(request))
+    return json.loads(out.read_text())
+
+
+def test_backend_uses_only_what_ttnn_has(tt_python, tmp_path):
+    source = BACKEND.read_text()
+    usage = {path for path, _, _ in ttnn_usage(source)}
+    assert {"linear", "matmul", "layer_norm", "experimental.split_query_key_value_and_split_heads", "dump_tensor"} <= usage
+    report = check_api(tt_python, tmp_path, source)
+    assert report["missing"] == [] and report["bad_keywords"] == [] and report["config_errors"] == [], report
+    assert report["checked_names"] >= 40 and report["checked_keywords"] >= 50 and report["configs"] >= 10
+
+
+def test_a_misspelling_fails_the_contract(tt_python, tmp_path):
+    source = BACKEND.read_text()
+    assert "ttnn.layer_norm(" in source and "residual_input_tensor=" in source
+    broken = source.replace("ttnn.layer_norm(", "ttnn.layer_nrom(", 1).replace("residual_input_tensor=", "residual_tensor=", 1)
+    report = check_api(tt_python, tmp_path, broken)
+    assert any(m.startswith("ttnn.layer_nrom") for m in report["missing"])
+    assert any("residual_tensor=" in b for b in report["bad_keywords"])
+
+
+def test_host_formats_match_bfp8(tt_python, tmp_path):
+    probe(tt_python, "formats", str(tmp_path))
+    x = torch.from_numpy(np.load(tmp_path / "inputs.npy", allow_pickle=False))
+    ttnn_bytes = (tmp_path / "bfloat8_b.bin").read_bytes()
+    ours = bfp8.pack(x).numpy().tobytes()
+    assert len(ours) == len(ttnn_bytes) == bfp8.packed_size(x.shape)
+    mismatches = [i for i, (a, b) in enumerate(zip(ours, ttnn_bytes)) if a != b]
+    assert not mismatches, f"{len(mismatches)} bytes differ, first at {mismatches[:5]}"
+    values = torch.from_numpy(np.load(tmp_path / "bfloat8_b_values.npy", allow_pickle=False))
+    assert torch.equal(bfp8.quantize(x), values)
+    assert torch.equal(bfp8.unpack(ttnn_bytes, x.shape), values)
+    # bfloat16 tile layout: 32x32 tiles row-major, each four 16x16 faces (reference.md section 2), values as bf16.
+    faces = x.to(torch.bfloat16).reshape(2, 2, 16, 3, 2, 16).permute(0, 3, 1, 4, 2, 5)
+    assert faces.contiguous().view(torch.int16).numpy().tobytes() == (tmp_path / "bfloat16_tile.bin").read_bytes()
+    assert json.loads((tmp_path / "report.json").read_text())["load_roundtrip"]
+
+
+def test_no_card_fails_as_the_backend_expects(tt_python, tmp_path):
+    out = tmp_path / "no_card.json"
+    probe(tt_python, "no-card", str(out), mock=False)
+    result = json.loads(out.read_text())
+    assert result["raised"] == "RuntimeError" and "No chips detected" in result["message"]
