@@ -1,0 +1,88 @@
+"""Weight cache: converting from the source vs loading the cache, and the cache's size, per run config.
+
+    python benchmarks/cache_benchmark.py [--model large-random] [--configs BFLOAT16-DRAM BFLOAT8_B-SHARDED]
+
+convert  state dict from the source (for large-random: seeded random init) + import (QKV fusion, transposes)
+         + rounding/packing to the config's dtypes + sha256 + writing the files
+load     reading the files + sha256 verification + unpacking to model-layout tensors (the source untouched)
+QAModel  QAModel.load on a hit: the load above plus the torch backend's `prepare` (device placement and
+         rounding to the compute dtype), which a miss pays as well
+Caches go to a temporary directory unless --cache-dir is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import tempfile
+import time
+from collections import Counter
+
+from bertl11 import QAModel, get_run_config, resolve_model
+from bertl11.cache import MANIFEST, STORAGE_DTYPES, cache_bytes, cache_directory, load, load_or_convert
+
+
+def untouchable(source):
+    def refuse():
+        raise RuntimeError("a cache load read the source weights")
+
+    return dataclasses.replace(source, _load_state_dict=refuse)
+
+
+def bytes_by_dtype(directory) -> Counter:
+    """Tensor bytes per stored dtype, from the manifest (file headers excluded)."""
+    sizes = Counter()
+    for tensor in json.loads((directory / MANIFEST).read_text())["tensors"].values():
+        sizes[tensor["dtype"]] += math.prod(tensor["stored_shape"]) * STORAGE_DTYPES[tensor["dtype"]].itemsize
+    return sizes
+
+
+def measure(source, config_name: str, cache_dir: str) -> dict:
+    run_config = get_run_config(config_name)
+    started = time.perf_counter()
+    load_or_convert(source, run_config, cache_dir, rebuild=True)
+    convert = time.perf_counter() - started
+    directory = cache_directory(cache_dir, source, run_config)
+    started = time.perf_counter()
+    flat = load(directory, untouchable(source), run_config)
+    load_seconds = time.perf_counter() - started
+    del flat
+    model = QAModel.load(untouchable(source), config_name, cache_dir=cache_dir)
+    assert model.load_report.cache_hit
+    return {
+        "config": config_name,
+        "convert": convert,
+        "load": load_seconds,
+        "qamodel": model.load_report.seconds,
+        "bytes": cache_bytes(directory),
+        "by_dtype": bytes_by_dtype(directory),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="large-random")
+    parser.add_argument("--configs", nargs="+", default=["BFLOAT16-DRAM", "BFLOAT8_B-SHARDED"])
+    parser.add_argument("--cache-dir", default=None)
+    args = parser.parse_args()
+    source = resolve_model(args.model)
+    with tempfile.TemporaryDirectory(prefix="bertl11-cache-benchmark-") as scratch:
+        rows = [measure(source, name, args.cache_dir or scratch) for name in args.configs]
+    print(f"\nweight cache, model {source.name} ({source.shape.num_layers} layers)")
+    print(f"{'config':<20} {'convert s':>10} {'load s':>8} {'convert/load':>13} {'QAModel.load hit s':>19} {'size MiB':>9}")
+    for row in rows:
+        print(
+            f"{row['config']:<20} {row['convert']:>10.2f} {row['load']:>8.2f} {row['convert'] / row['load']:>12.1f}x"
+            f" {row['qamodel']:>19.2f} {row['bytes'] / 2**20:>9.1f}"
+        )
+    for row in rows[1:]:
+        print(f"size {row['config']} / {rows[0]['config']}: {row['bytes'] / rows[0]['bytes']:.3f}x")
+    for row in rows:
+        parts = ", ".join(f"{dtype} {size / 2**20:.1f} MiB" for dtype, size in sorted(row["by_dtype"].items()))
+        print(f"{row['config']}: {parts}")
+
+
+if __name__ == "__main__":
+    main()
