@@ -52,6 +52,15 @@ class TorchOps:
             }
         )
 
+    def synchronize(self) -> None:
+        """Wait for queued kernels (CUDA runs asynchronously), so a timer measures finished work."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def describe(self) -> str:
+        """The numerics in a few words, for reports."""
+        return f"{self.run_config.name} simulated in {str(self.dtype).removeprefix('torch.')}"
+
     def _store(self, tensor_name: str, t: torch.Tensor) -> torch.Tensor:
         """An op output as the device would hold it (e.g. BFLOAT8_B activations)."""
         return round_to(t, self.run_config.dtype_of(tensor_name))
@@ -198,6 +207,12 @@ class FastTorchOps(TorchOps):
             else:
                 prepared[name] = t
         return parameter_tree(prepared)
+
+    def describe(self) -> str:
+        dtype = str(self.dtype).removeprefix("torch.")
+        if self.int8_linears:
+            return f"int8 encoder linears (per-token x per-column, {OUTLIER_CHANNELS} float input channels), {dtype} elsewhere"
+        return f"{dtype}, fused attention"
 
     def _store(self, tensor_name: str, t: torch.Tensor) -> torch.Tensor:
         return t

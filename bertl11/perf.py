@@ -1,0 +1,239 @@
+"""`bertl11 perf`: end-to-end throughput, first run and cached runs, side by side with HF transformers.
+
+Like the seed's perf test: the first run (any compile, graph capture or lazy setup included), then N cached
+runs; inferences/s = batch / mean cached time. `--compare hf` times HF's `BertForQuestionAnswering` (eager,
+the compute dtype of the config, same device) on the same inputs, alternating with ours run by run so both
+see the same machine load, and reports the ratio and our logits' PCC against HF in float32.
+
+Inputs are seeded random token ids filling every one of the `--seq` positions (no padding to skip), the
+first quarter question (token type 0), the rest context (1).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import platform
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from statistics import fmean, median
+
+import torch
+
+from .compare import pcc
+from .config import DEFAULT_RUN_CONFIG, FLOAT32, RUN_CONFIGS
+from .errors import UserError
+from .sources import DEFAULT_MODEL
+
+INPUT_SEED = 384
+DEFAULT_ITERATIONS = 10
+
+
+@dataclass
+class Timing:
+    """Seconds of the first run and of each cached run."""
+
+    first: float = 0.0
+    cached: list[float] = field(default_factory=list)
+
+    @property
+    def mean(self) -> float:
+        return fmean(self.cached)
+
+    @property
+    def best(self) -> float:
+        return min(self.cached)
+
+    def throughput(self, batch: int) -> float:
+        return batch / self.mean
+
+
+def paired_speedup(ours: Timing, reference: Timing) -> float:
+    """Median over iterations of reference time / our time, each pair timed back to back.
+
+    Other work on a shared machine slows both runs of a pair alike, so the median pair ratio holds steady
+    where the ratio of means drifts with the load.
+    """
+    return median(r / o for o, r in zip(ours.cached, reference.cached))
+
+
+def add_model_arguments(parser, *, default_iterations: int = DEFAULT_ITERATIONS) -> None:
+    """The options `perf` and `profile` share: what to run, where, on what shape."""
+    parser.add_argument("--model", default=DEFAULT_MODEL,
+                        help=f"HF hub id, local directory, tiny, minilm or large-random[-N] (default {DEFAULT_MODEL})")
+    parser.add_argument("--config", default=DEFAULT_RUN_CONFIG, choices=list(RUN_CONFIGS),
+                        help="run configuration (default %(default)s)")
+    parser.add_argument("--batch", type=int, default=1, help="sequences per inference (default %(default)s)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "tt"))
+    parser.add_argument("--seq", type=int, default=384, help="sequence length (default %(default)s)")
+    parser.add_argument("--iterations", type=int, default=default_iterations,
+                        help="cached runs to time after the first (default %(default)s)")
+    parser.add_argument("--simulate", action="store_true",
+                        help="torch backend: run the per-op simulation of the config's storage dtypes "
+                             "(what parity tests check) instead of the fast path")
+    parser.add_argument("--cache-dir", type=Path, default=None,
+                        help="weight cache root (default $BERTL11_CACHE or ~/.cache/bertl11)")
+
+
+def add_arguments(parser) -> None:
+    add_model_arguments(parser)
+    parser.add_argument("--compare", choices=("hf",), default=None,
+                        help="also time HF transformers BertForQuestionAnswering on the same inputs")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the model (on CUDA with CUDA graphs); the first run includes compilation")
+    parser.add_argument("--csv", type=Path, default=None, help="write the report as a one-row CSV")
+
+
+def check_arguments(args) -> None:
+    if args.batch < 1:
+        raise UserError(f"--batch must be at least 1, not {args.batch}")
+    if args.iterations < 1:
+        raise UserError(f"--iterations must be at least 1, not {args.iterations}")
+    if args.seq < 2:
+        raise UserError(f"--seq must be at least 2, not {args.seq}")
+
+
+def load_model(args):
+    """The model `args` describe, with its sequence length checked against its position table."""
+    from .runtime import QAModel
+
+    check_arguments(args)
+    model = QAModel.load(args.model, args.config, args.device, cache_dir=args.cache_dir, fast=not args.simulate)
+    if args.seq > model.shape.max_position_embeddings:
+        raise UserError(f"--seq {args.seq} exceeds the model's {model.shape.max_position_embeddings} positions")
+    return model
+
+
+def synthetic_inputs(vocab_size: int, batch: int, seq: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Seeded (input_ids, token_type_ids, attention_mask) with every position a real token."""
+    generator = torch.Generator().manual_seed(INPUT_SEED)
+    input_ids = torch.randint(1000, vocab_size, (batch, seq), generator=generator)
+    token_type_ids = (torch.arange(seq) >= seq // 4).long().expand(batch, -1).contiguous()
+    return input_ids, token_type_ids, torch.ones_like(input_ids)
+
+
+def describe_numerics(model) -> str:
+    describe = getattr(model.ops, "describe", None)  # the ttnn backend states its numerics through the config
+    return describe() if describe else model.run_config.name
+
+
+def hf_dtype(model) -> torch.dtype:
+    """The dtype HF runs in for the comparison: the config's compute dtype."""
+    return torch.float32 if model.run_config.compute_dtype == FLOAT32 else torch.bfloat16
+
+
+def hf_logits(hf, inputs) -> torch.Tensor:
+    """HF start/end logits as one float32 CPU tensor [2, B, S]."""
+    device = next(hf.parameters()).device
+    input_ids, token_type_ids, attention_mask = (t.to(device) for t in inputs)
+    with torch.inference_mode():
+        out = hf(input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask)
+    return torch.stack([out.start_logits.float().cpu(), out.end_logits.float().cpu()])
+
+
+def compiled(model, device: str):
+    """`model` as a torch.compile'd callable; on CUDA "reduce-overhead" captures CUDA graphs."""
+    mode = "reduce-overhead" if device == "cuda" else None
+    return torch.compile(model.__call__, mode=mode, dynamic=False)
+
+
+def timed(run, inputs) -> tuple[float, torch.Tensor]:
+    started = time.perf_counter()
+    out = run(*inputs)  # both sides return CPU tensors, so device work has finished when this returns
+    return time.perf_counter() - started, out
+
+
+def versions() -> str:
+    import transformers
+
+    from . import __version__
+
+    return f"bertl11 {__version__}; torch {torch.__version__}; transformers {transformers.__version__}; python {platform.python_version()}"
+
+
+@contextmanager
+def atomic_output(path: Path, option: str):
+    """A temporary path beside `path` to write; it replaces `path` only when the block succeeds."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{option} {path} is a directory")
+    if not path.parent.is_dir():
+        raise UserError(f"{option} {path}: directory {path.parent} does not exist")
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(handle)
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+def write_csv(path: Path, rows: list[dict], option: str = "--csv") -> None:
+    """Rows to `path` atomically: a reader sees the old file or the whole new one."""
+    with atomic_output(path, option) as temporary, open(temporary, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def measure(args) -> dict:
+    """Run the benchmark `args` describe and return the report row."""
+    from tqdm.auto import tqdm
+
+    model = load_model(args)
+    inputs = synthetic_inputs(model.shape.vocab_size, args.batch, args.seq)
+    ours_run = compiled(model, args.device) if args.compile else model
+    ours, theirs = Timing(), Timing()
+    ours.first, logits = timed(ours_run, inputs)
+    logits = torch.stack(logits)
+    row = {
+        "Model": model.source.name, "Config": args.config, "Device": args.device, "Numerics": describe_numerics(model),
+        "Path": ("simulated" if args.simulate else "fast") + (", compiled" if args.compile else ""),
+        "Batch": args.batch, "Seq": args.seq, "Iterations": args.iterations,
+        "Load Time (s)": round(model.load_report.seconds, 3),
+    }
+    hf = None
+    if args.compare == "hf":
+        dtype = hf_dtype(model)
+        hf = model.source.hf_model().to(args.device)
+        reference = hf_logits(hf, inputs)
+        row["PCC vs HF float32 (start)"] = round(pcc(logits[0], reference[0]), 6)
+        row["PCC vs HF float32 (end)"] = round(pcc(logits[1], reference[1]), 6)
+        hf = hf.to(dtype)
+        theirs.first, _ = timed(lambda *i: hf_logits(hf, i), inputs)
+    for _ in tqdm(range(args.iterations), desc="cached runs", unit="run", leave=False):
+        ours.cached.append(timed(ours_run, inputs)[0])
+        if hf is not None:
+            theirs.cached.append(timed(lambda *i: hf_logits(hf, i), inputs)[0])
+    row |= {
+        "First Run (s)": round(ours.first, 4),
+        "Compile Time (s)": round(max(ours.first - ours.mean, 0.0), 4),
+        "Inference Time (s)": round(ours.mean, 4),
+        "Min Inference Time (s)": round(ours.best, 4),
+        "Throughput (inf/s)": round(ours.throughput(args.batch), 3),
+    }
+    if hf is not None:
+        row |= {
+            "HF Dtype": str(dtype).removeprefix("torch."),
+            "HF First Run (s)": round(theirs.first, 4),
+            "HF Inference Time (s)": round(theirs.mean, 4),
+            "HF Throughput (inf/s)": round(theirs.throughput(args.batch), 3),
+            "Speedup vs HF": round(paired_speedup(ours, theirs), 2),
+        }
+    row["Versions"] = versions()
+    return row
+
+
+def run(args) -> int:
+    row = measure(args)
+    width = max(len(k) for k in row)
+    for key, value in row.items():
+        print(f"{key:<{width}}  {value}")
+    if args.csv:
+        write_csv(args.csv, [row])
+        print(f"wrote {args.csv}")
+    return 0
