@@ -40,6 +40,7 @@ import sys
 import tempfile
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +80,12 @@ def cache_directory(cache_dir: str | Path | None, source: ModelSource, run_confi
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     model = re.sub(r"[^A-Za-z0-9._-]+", "--", source.name).strip("-.") or "model"
     return root / model / run_config.name / LAYOUT_DIRECTORY
+
+
+def ttnn_cache_directory(cache_dir: str | Path | None, source: ModelSource, run_config: RunConfig) -> Path:
+    """Where the TT backend keeps its ttnn.dump_tensor files: beside this cache (a rebuild replaces the
+    safetensors directory whole, so nothing else may live inside it)."""
+    return cache_directory(cache_dir, source, run_config).parent / TTNN_DIRECTORY
 
 
 def _file_of(name: str) -> str:
@@ -156,8 +163,10 @@ def load(directory: Path, source: ModelSource, run_config: RunConfig) -> dict[st
     try:
         files, tensors = manifest["files"], manifest["tensors"]
         flat = {}
-        for file_name, entry in files.items():
-            flat.update(_load_file(directory / file_name, entry, tensors))
+        # Reading, hashing and unpacking release the GIL: threads overlap one file's sha256 with another's unpacking.
+        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+            for loaded in pool.map(lambda item: _load_file(directory / item[0], item[1], tensors), files.items()):
+                flat.update(loaded)
     except (KeyError, TypeError, ValueError) as error:
         raise StaleCache(f"malformed manifest ({type(error).__name__}: {error})") from None
     missing = set(tensors) - set(flat)
