@@ -1,0 +1,138 @@
+"""`bertl11 perf` and the fast torch path it times.
+
+The fast path is checked against HF transformers on identical weights, with padding; speed itself is shown
+by benchmarks/perf_benchmark.py, never asserted here.
+"""
+
+import csv
+
+import pytest
+import torch
+
+from bertl11 import QAModel, resolve_model
+from bertl11.backends.torch import quantize_columns, quantize_rows
+from bertl11.cli import main
+from bertl11.compare import max_abs_diff, pcc
+from bertl11.perf import Timing, paired_speedup
+from conftest import encode
+
+PERF_COLUMNS = (
+    "First Run (s)", "Compile Time (s)", "Inference Time (s)", "Throughput (inf/s)", "HF First Run (s)",
+    "HF Inference Time (s)", "HF Throughput (inf/s)", "Speedup vs HF", "Device", "HF Dtype", "Batch", "Seq",
+    "Config", "Versions", "PCC vs HF float32 (start)", "PCC vs HF float32 (end)",
+)
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("weights")
+
+
+def test_perf_cli_writes_the_report(tmp_path, cache_dir, capsys):
+    report = tmp_path / "perf.csv"
+    code = main(["perf", "--model", "tiny", "--config", "BFLOAT8_B-DRAM", "--batch", "2", "--seq", "64",
+                 "--iterations", "2", "--compare", "hf", "--csv", str(report), "--cache-dir", str(cache_dir)])
+    assert code == 0
+    (row,) = list(csv.DictReader(report.open()))
+    assert set(PERF_COLUMNS) <= set(row)
+    assert (row["Batch"], row["Seq"], row["Device"], row["HF Dtype"]) == ("2", "64", "cpu", "bfloat16")
+    assert float(row["PCC vs HF float32 (start)"]) >= 0.999 and float(row["PCC vs HF float32 (end)"]) >= 0.999
+    assert float(row["Throughput (inf/s)"]) > 0 and float(row["HF Throughput (inf/s)"]) > 0
+    assert "Speedup vs HF" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--batch", "0"], "--batch must be at least 1"),
+        (["--iterations", "0"], "--iterations must be at least 1"),
+        (["--seq", "1000"], "exceeds the model's 512 positions"),
+        (["--csv", "/nonexistent-dir/perf.csv"], "does not exist"),
+    ],
+)
+def test_perf_bad_input_is_one_line(arguments, message, cache_dir, capsys):
+    code = main(["perf", "--model", "tiny", "--iterations", "1", "--cache-dir", str(cache_dir), *arguments])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err and err.count("\n") == 1
+
+
+def test_paired_speedup_is_the_median_pair_ratio():
+    ours = Timing(cached=[1.0, 2.0, 1.0])
+    reference = Timing(cached=[3.0, 2.0, 2.5])  # ratios 3, 1, 2.5
+    assert paired_speedup(ours, reference) == 2.5
+
+
+def test_quantize_rows_error_is_within_half_a_step():
+    x = torch.randn(6, 64) * torch.logspace(-2, 2, 6)[:, None]
+    skip = torch.tensor([3, 17])
+    x[:, skip] *= 50  # outliers that must not set the scale
+    rows, scale = quantize_rows(x, skip)
+    kept = torch.ones(64, dtype=torch.bool)
+    kept[skip] = False
+    expected_scale = x[:, kept].abs().amax(dim=1, keepdim=True) / 127
+    assert torch.allclose(scale, expected_scale)
+    error = (rows.float() * scale - x)[:, kept].abs()
+    assert bool((error <= scale / 2 * (1 + 1e-6)).all())
+    assert bool((rows[:, skip].abs() == 127).all()), "skipped channels saturate"
+
+
+def test_quantize_columns_error_is_within_half_a_step():
+    w = torch.randn(64, 8) * torch.logspace(-3, 1, 8)
+    q, scale = quantize_columns(w)
+    assert q.dtype == torch.int8 and torch.allclose(scale, w.abs().amax(dim=0) / 127)
+    assert bool(((q.float() * scale - w).abs() <= scale / 2 * (1 + 1e-6)).all())
+
+
+FAST_CASES = [
+    # (model, config, minimum PCC vs float32 HF)
+    ("tiny", "FLOAT32", 0.9999),
+    ("minilm", "FLOAT32", 0.9999),
+    ("minilm", "BFLOAT16-DRAM", 0.99),
+    # int8 linears on real pretrained weights, whose outlier channels the float slice must absorb
+    ("minilm", "BFLOAT8_B-SHARDED", 0.99),
+    pytest.param("large-random-2", "BFLOAT8_B-SHARDED", 0.99, marks=pytest.mark.slow),
+]
+
+
+@pytest.fixture(scope="module")
+def references(squad_pairs):
+    cases = {}
+
+    def reference(name):
+        if name not in cases:
+            source = resolve_model(name)
+            batch = encode(source.tokenizer, squad_pairs[:6])
+            with torch.no_grad():
+                cases[name] = source, batch, source.hf_model()(**batch)
+        return cases[name]
+
+    return reference
+
+
+@pytest.mark.parametrize("model_name, config, minimum", FAST_CASES)
+def test_fast_path_matches_hf(model_name, config, minimum, references, cache_dir):
+    source, batch, reference = references(model_name)
+    assert batch["attention_mask"].sum(1).unique().numel() > 1, "the batch must mix lengths so padding is exercised"
+    model = QAModel.load(source, config, cache_dir=cache_dir, fast=True)
+    start, end = model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
+    assert pcc(start, reference.start_logits) >= minimum
+    assert pcc(end, reference.end_logits) >= minimum
+    if config == "FLOAT32":
+        assert torch.equal(start.argmax(-1), reference.start_logits.argmax(-1))
+        assert torch.equal(end.argmax(-1), reference.end_logits.argmax(-1))
+
+
+def test_fused_attention_masks_padding(references, cache_dir):
+    """A padded row gives the logits it gets alone (float32, so only summation order differs); without
+    the mask it would not. The int8 path shares this attention; its padded batches are checked above."""
+    source, batch, _ = references("minilm")
+    model = QAModel.load(source, "FLOAT32", cache_dir=cache_dir, fast=True)
+    row = int(batch["attention_mask"].sum(1).argmin())
+    length = int(batch["attention_mask"][row].sum())
+    alone = {k: v[row : row + 1, :length] for k, v in batch.items()}
+    start_alone, _ = model(alone["input_ids"], alone["token_type_ids"], alone["attention_mask"])
+    start_padded, _ = model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
+    assert max_abs_diff(start_padded[row, :length], start_alone[0]) < 1e-4
+    unmasked, _ = model(batch["input_ids"], batch["token_type_ids"], torch.ones_like(batch["attention_mask"]))
+    assert max_abs_diff(unmasked[row, :length], start_alone[0]) > 1e-3
