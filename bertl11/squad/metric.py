@@ -119,8 +119,9 @@ def missing_predictions(answers: Mapping[str, list[str]], predictions: Mapping[s
     return [qid for qid in answers if qid not in predictions]
 
 
-def report_missing(missing: list[str], stream=sys.stderr) -> None:
-    """Say which ids lack a prediction, as the official script does (the first few, then a count)."""
+def report_missing(missing: list[str], stream=None) -> None:
+    """Say which ids lack a prediction, as the official script does (the first few, then a count), on stderr."""
+    stream = stream or sys.stderr
     for qid in missing[:MISSING_SHOWN]:
         print(f"Missing prediction for {qid}", file=stream)
     if len(missing) > MISSING_SHOWN:
@@ -161,7 +162,8 @@ def run(args) -> int:
     predictions = _read_id_map(args.predictions, "predictions", (str,))
     na_probs = _read_id_map(args.na_probs, "na-probs", (float, int)) if args.na_probs else None
     answers = answers_by_id(load_squad(args.data))
+    result = evaluate(answers, predictions, na_probs, args.na_prob_thresh)  # fails first when nothing matches
     report_missing(missing_predictions(answers, predictions))
-    print(json.dumps(evaluate(answers, predictions, na_probs, args.na_prob_thresh), indent=2))
+    print(json.dumps(result, indent=2))
     return 0
 

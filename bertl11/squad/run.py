@@ -1,0 +1,114 @@
+"""`bertl11 squad`: run a model over SQuAD v2 and score it.
+
+    bertl11 squad --model tiny --data data/squad/dev-v2.0.json --limit 200
+
+Every question is answered, unanswerable ones included, from all windows of its context, with HF
+pipeline semantics and handle_impossible_answer: the answer is "" when the null score beats every span.
+Writes predictions.json (id -> answer) and na_probs.json (id -> na_prob) to --out, the files the official
+script and `bertl11 score` read, and prints the score, its HasAns/NoAns split, the best na_prob threshold
+and the throughput.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from ..config import DEFAULT_RUN_CONFIG, RUN_CONFIGS
+from ..errors import UserError
+from ..runtime import DEVICES, QAModel
+from ..sources import DEFAULT_MODEL
+from .data import DATA_HELP, answers_by_id, load_squad
+from .metric import evaluate
+from .pipeline import buckets_by_default, run_model
+from .postprocess import SpanSearch, postprocess
+from .preprocess import WindowConfig, encode, make_batches
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"HF hub id, model directory, tiny, minilm or large-random (default {DEFAULT_MODEL})")
+    parser.add_argument("--config", default=DEFAULT_RUN_CONFIG, choices=list(RUN_CONFIGS), metavar="CONFIG",
+                        help=f"run configuration: {', '.join(RUN_CONFIGS)} (default {DEFAULT_RUN_CONFIG})")
+    parser.add_argument("--batch", type=int, default=8, help="sequences per model call (default 8)")
+    parser.add_argument("--data", default="auto", help=DATA_HELP)
+    parser.add_argument("--limit", type=int, help="only the first N questions")
+    parser.add_argument("--out", default="out/squad", help="directory for predictions.json and na_probs.json (default out/squad)")
+    parser.add_argument("--device", default="cpu", choices=DEVICES)
+    parser.add_argument("--bucket", action=argparse.BooleanOptionalAction, default=None,
+                        help="batch windows of similar length, each batch padded to a multiple of 32 (default: on for "
+                             "cpu/cuda; off for tt, which runs one static 384-token shape)")
+    parser.add_argument("--fast", action="store_true", help="the torch backend's speed path instead of the per-op simulation")
+
+
+def write_json(path: Path, data) -> None:
+    """`data` to `path` atomically: a reader sees the old file or the whole new one."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.chmod(temporary, 0o644)  # mkstemp makes it private; these are ordinary result files
+        with os.fdopen(handle, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1, ensure_ascii=False)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
+def _output_dir(out: str) -> Path:
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"--out {out} exists and is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot create --out {out}: {error.strerror}") from None
+    return path
+
+
+def run(args) -> int:
+    if args.batch < 1:
+        raise UserError(f"--batch must be at least 1, not {args.batch}")
+    bucket = buckets_by_default(args.device) if args.bucket is None else args.bucket
+    if bucket and args.device == "tt":
+        raise UserError("--bucket: the tt device runs one static sequence length (384); use --no-bucket")
+    out = _output_dir(args.out)
+    dataset = load_squad(args.data, args.limit)
+    model = QAModel.load(args.model, args.config, args.device, fast=args.fast)
+    ids, questions, contexts = list(dataset["id"]), list(dataset["question"]), list(dataset["context"])
+
+    started = time.perf_counter()
+    windows = encode(model.tokenizer, questions, contexts, WindowConfig())
+    batches = make_batches(windows, args.batch, bucket=bucket, pad_id=model.shape.pad_token_id)
+    encoded = time.perf_counter()
+    logits = run_model(model, batches, progress=True)
+    ran = time.perf_counter()
+    answers = postprocess(windows, logits, contexts, SpanSearch(handle_impossible_answer=True))
+    finished = time.perf_counter()
+
+    predictions = {qid: a.text for qid, a in zip(ids, answers)}
+    na_probs = {qid: a.na_prob for qid, a in zip(ids, answers)}
+    write_json(out / "predictions.json", predictions)
+    write_json(out / "na_probs.json", na_probs)
+    scores = evaluate(answers_by_id(dataset), predictions, na_probs)
+    write_json(out / "eval.json", scores)
+
+    computed = sum(b.input_ids.numel() for b in batches)
+    real = sum(len(w) for w in windows)
+    model_seconds, total_seconds = ran - encoded, finished - started
+    print(f"{len(ids)} questions -> {len(windows)} windows ({len(windows) - len(set(w.question for w in windows))} extra "
+          f"from long contexts); model {args.model}, {args.config}, batch {args.batch}, {args.device}, "
+          f"{'bucketed' if bucket else 'static 384'} batches ({100 * (1 - real / computed):.0f}% padding)")
+    print(f"EM {scores['exact']:.2f}  F1 {scores['f1']:.2f}  over {scores['total']}")
+    for split in ("HasAns", "NoAns"):
+        if f"{split}_total" in scores:
+            print(f"  {split:6} EM {scores[f'{split}_exact']:.2f}  F1 {scores[f'{split}_f1']:.2f}  over {scores[f'{split}_total']}")
+    print(f"best na_prob threshold: EM {scores['best_exact']:.2f} at {scores['best_exact_thresh']:.4g}, "
+          f"F1 {scores['best_f1']:.2f} at {scores['best_f1_thresh']:.4g}")
+    print(f"throughput: {len(windows) / model_seconds:.1f} features/s in the model ({model_seconds:.2f} s); "
+          f"{len(ids) / total_seconds:.1f} questions/s end to end ({total_seconds:.2f} s: preprocess "
+          f"{encoded - started:.2f} s, model {model_seconds:.2f} s, postprocess {finished - ran:.2f} s)")
+    print(f"wrote {out / 'predictions.json'}, {out / 'na_probs.json'}, {out / 'eval.json'}")
+    return 0
