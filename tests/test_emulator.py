@@ -67,17 +67,15 @@ def assert_matches_dense(out, layer, rows):
         assert torch.allclose(out[row], dense[row], rtol=1e-4, atol=1e-4), f"sequence {row}: max error {(out[row] - dense[row]).abs().max()}"
 
 
-@pytest.mark.parametrize("device", sorted(DEVICES))
-def test_every_supported_combination_equals_dense(device, layer):
-    done = {}
-    for batch in DEVICES[device].batches():
-        for config in TT_CONFIGS:
-            plan = make_plan(device, batch, config)
-            row = batch - 1
-            key = (plan.grid, plan.orientation, plan.groups, plan.qkv_groups, row, tuple(plan.ops[n].program for n in plan.ops))
-            if key not in done:
-                assert_matches_dense(emulate(plan, layer, [row]), layer, [row])
-                done[key] = config
+@pytest.mark.parametrize("device, batch", [(name, batch) for name in sorted(DEVICES) for batch in DEVICES[name].batches()])
+def test_every_supported_combination_equals_dense(device, batch, layer):
+    done = set()
+    for config in TT_CONFIGS:
+        plan = make_plan(device, batch, config)
+        key = (plan.orientation, plan.qkv_groups, tuple(op.program for op in plan.ops.values()))
+        if key not in done:  # configs differing only in dtypes and placement run the same programs
+            assert_matches_dense(emulate(plan, layer, [batch - 1]), layer, [batch - 1])
+            done.add(key)
     assert done
 
 
