@@ -91,9 +91,10 @@ def make_ops(source: ModelSource, run_config: RunConfig, device: str, fast: bool
         raise UserError(f"unknown device {device!r}; choose one of: {', '.join(DEVICES)}")
     if device == "tt":
         from .backends.ttnn import TtnnOps
-        from .cache import TTNN_DIRECTORY, cache_directory
+        from .cache import MANIFEST, cache_directory, ttnn_cache_directory
 
-        return TtnnOps(source.shape, run_config, cache_directory(None, source, run_config) / TTNN_DIRECTORY)
+        return TtnnOps(source.shape, run_config, ttnn_cache_directory(None, source, run_config),
+                       cache_directory(None, source, run_config) / MANIFEST)
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is visible to torch")
     from .backends.torch import FastTorchOps, TorchOps

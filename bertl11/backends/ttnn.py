@@ -7,8 +7,9 @@ the seed's metal_BERT_large_11 does. Names follow ttnn 0.81 (tenstorrent/tt-meta
 the real package. `ttnn` is imported only when a device is opened, so this module imports without it.
 
 Weights: the model-layout tensors from the verified safetensors cache are converted once per card and
-stored next to it with ttnn.dump_tensor (<cache>/<model>/<config>/ttnn/<arch>/*.tensorbin, plus a manifest
-of sizes and sha256 written last); later loads verify the manifest and use ttnn.load_tensor. The program
+stored beside it with ttnn.dump_tensor (`cache.ttnn_cache_directory`/<arch>/*.tensorbin, plus a manifest of
+sizes and sha256 and of the safetensors manifest they came from, written last); later loads verify the
+manifest and use ttnn.load_tensor. The program
 cache is on (ttnn's default; enabled explicitly for older builds), so the first batch compiles every kernel
 and later batches reuse them: `run_seconds` records each batch's wall time for first vs cached timings.
 """
@@ -134,11 +135,14 @@ def _sha256(path: Path) -> str:
 class TtnnOps:
     """`Ops` on a Tenstorrent card. Activations are ttnn tensors [B, 1, S, H] in tile layout."""
 
-    def __init__(self, shape: BertShape, run_config: RunConfig, weight_cache: Path | None = None):
+    def __init__(self, shape: BertShape, run_config: RunConfig, weight_cache: Path | None = None, source_manifest: Path | None = None):
+        """weight_cache: where this backend keeps its .tensorbin files; source_manifest: the safetensors cache's
+        manifest they were converted from (its hash goes into ours, so a rebuilt source cache invalidates them)."""
         self.ttnn = import_ttnn()
         self.shape = shape
         self.run_config = run_config
         self.weight_cache = weight_cache
+        self.source_manifest = source_manifest
         self.tt, self.card = open_tt_device(self.ttnn)
         self.device = torch.device("cpu")  # the model hands inputs over on the host; embeddings uploads them
         self.plan: Plan | None = None
@@ -222,7 +226,11 @@ class TtnnOps:
         return {"bytes": path.stat().st_size, "sha256": _sha256(path)}
 
     def _header(self, groups: int) -> dict:
-        return {"ttnn": getattr(self.ttnn, "__version__", "unknown"), "config": self.run_config.name, "qkv_groups": groups}
+        source = self.source_manifest
+        return {
+            "ttnn": getattr(self.ttnn, "__version__", "unknown"), "config": self.run_config.name, "qkv_groups": groups,
+            "source": _sha256(source) if source is not None and source.is_file() else None,
+        }
 
     def _read_manifest(self, directory: Path | None, groups: int) -> dict | None:
         """The manifest if it matches and every file verifies; None means convert (and rewrite) the cache."""
