@@ -26,7 +26,7 @@ import argparse
 from dataclasses import dataclass, field, replace
 
 from .config import BFLOAT8_B, BFLOAT16, DEFAULT_RUN_CONFIG, DRAM, FLOAT32, L1, RUN_CONFIGS, SHARDED, BertShape, RunConfig, get_run_config
-from .devices import COL_MAJOR, DEST_TILES_FP32_ACC, DEST_TILES_HALF_SYNC, DEVICES, ROW_MAJOR, Device, get_device
+from .devices import COL_MAJOR, DEST_TILES_FP32_ACC, DEST_TILES_HALF_SYNC, DEVICES, Device, get_device
 from .errors import UserError
 from .ops import ENCODER_OPS, OP_TITLES
 

@@ -28,7 +28,7 @@ from ..config import BertShape, RunConfig
 from ..devices import COL_MAJOR, Device, device_for_arch
 from ..errors import UserError
 from ..plan import (
-    BLOCK_SHARDED, HEIGHT_SHARDED, INTERLEAVED, MULTICAST, EncoderShape, LayerNormProgram, MatmulProgram, Plan,
+    BLOCK_SHARDED, INTERLEAVED, MULTICAST, EncoderShape, LayerNormProgram, MatmulProgram, Plan,
     SoftmaxProgram, interleave_qkv, make_plan,
 )
 from ..weights import parameter_tree, tensor_kind
