@@ -1,5 +1,6 @@
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,9 @@ SQUAD_DEV = REPO / "data" / "squad" / "dev-v2.0.json"
 
 # Tests never reach for the hub: a missing model must fail fast, not wait on the network.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# One fresh weight cache per test session, shared by the xdist workers (they inherit the controller's
+# environment), so tests neither read nor litter the user's ~/.cache/bertl11.
+os.environ.setdefault("BERTL11_CACHE", tempfile.mkdtemp(prefix="bertl11-test-cache-"))
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 
