@@ -1,0 +1,25 @@
+"""Pictures the notebooks show: numbers people would rather see than read."""
+
+from __future__ import annotations
+
+import torch
+
+
+def quantization_error(weight: torch.Tensor, title: str = "rounding error of one weight matrix"):
+    """Histogram of |rounded - exact| / group scale for BFLOAT16 and BFLOAT8_B: how much each format loses."""
+    import matplotlib.pyplot as plt
+
+    from . import bfp8
+
+    exact = weight.float().flatten()
+    scale = exact.abs().max()
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    for label, rounded in (("BFLOAT16", exact.bfloat16().float()), ("BFLOAT8_B", bfp8.quantize(weight).float().flatten())):
+        error = ((rounded - exact).abs() / scale).clamp_min(1e-12).log10()
+        ax.hist(error.numpy(), bins=80, alpha=0.6, label=label)
+    ax.set_xlabel("log10(|rounded - exact| / max |w|)")
+    ax.set_ylabel("values")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    return fig
