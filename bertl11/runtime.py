@@ -56,7 +56,7 @@ class QAModel:
         per-op simulation of the config's numerics."""
         source = model if isinstance(model, ModelSource) else resolve_model(model)
         run_config = get_run_config(config)
-        ops = make_ops(source, run_config, device, fast)
+        ops = make_ops(source, run_config, device, fast, cache_dir)
         started = time.perf_counter()
         flat, outcome = load_or_convert(source, run_config, cache_dir)
         params = ops.prepare(flat)
@@ -86,15 +86,16 @@ class QAModel:
         return start.float().cpu(), end.float().cpu()
 
 
-def make_ops(source: ModelSource, run_config: RunConfig, device: str, fast: bool = False):
+def make_ops(source: ModelSource, run_config: RunConfig, device: str, fast: bool = False,
+             cache_dir: str | Path | None = None):
     if device not in DEVICES:
         raise UserError(f"unknown device {device!r}; choose one of: {', '.join(DEVICES)}")
     if device == "tt":
         from .backends.ttnn import TtnnOps
         from .cache import MANIFEST, cache_directory, ttnn_cache_directory
 
-        return TtnnOps(source.shape, run_config, ttnn_cache_directory(None, source, run_config),
-                       cache_directory(None, source, run_config) / MANIFEST)
+        return TtnnOps(source.shape, run_config, ttnn_cache_directory(cache_dir, source, run_config),
+                       cache_directory(cache_dir, source, run_config) / MANIFEST)
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is visible to torch")
     from .backends.torch import FastTorchOps, TorchOps
