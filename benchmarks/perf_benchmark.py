@@ -18,6 +18,7 @@ Variants (each one step of issue 7's list, so the table shows what each step buy
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from statistics import median
 
@@ -44,10 +45,14 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=384)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                        help="torch CPU threads (default %(default)s); 1 keeps a core another job holds out of every GEMM")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
 
     source = resolve_model(args.model)
-    print(f"{source.name}, seq {args.seq}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"{source.name}, seq {args.seq}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"load average {os.getloadavg()[0]:.1f}")
     hf = source.hf_model()
     inputs = {b: synthetic_inputs(source.shape.vocab_size, b, args.seq) for b in args.batches}
     reference = {b: hf_logits(hf, x) for b, x in inputs.items()}  # float32 HF, for PCC
@@ -76,7 +81,7 @@ def main() -> None:
                 started = time.perf_counter()
                 run(*x)
                 times.setdefault((name, b), []).append(time.perf_counter() - started)
-        print(f"  round {round_ + 1}/{args.rounds} done", flush=True)
+        print(f"  round {round_ + 1}/{args.rounds} done, load average {os.getloadavg()[0]:.1f}", flush=True)
 
     print(f"\n{'variant':<20}{'batch':>6}{'inf/s':>9}{'x HF bf16':>11}{'PCC vs HF fp32':>16}{'first run s':>13}")
     for b in args.batches:

@@ -13,6 +13,7 @@ the ratio, and the PCC of our per-window logits against HF's on the same windows
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import torch
@@ -48,7 +49,10 @@ def main() -> None:
     parser.add_argument("--features", type=int, default=512)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--data", default="data/squad/dev-v2.0.json")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                        help="torch CPU threads (default %(default)s); 1 keeps a core another job holds out of every GEMM")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
 
     source = resolve_model(args.model)
     windows = first_windows(source.tokenizer, args.features, args.data)
@@ -56,7 +60,7 @@ def main() -> None:
     padded = static_batches(windows, args.batch, 384, source.shape.pad_token_id)
     bucketed = bucketed_batches(windows, args.batch, pad_id=source.shape.pad_token_id)
     real = float(lengths.sum())
-    print(f"{source.name} {args.config}, {len(windows)} features, mean length {lengths.mean():.0f} tokens, batch {args.batch}; "
+    print(f"{source.name} {args.config}, {torch.get_num_threads()} threads, {len(windows)} features, mean length {lengths.mean():.0f} tokens, batch {args.batch}; "
           f"tokens computed: padded {len(padded) * args.batch * 384}, bucketed "
           f"{sum(b.input_ids.numel() for b in bucketed)} (real {real:.0f})", flush=True)
 
@@ -81,7 +85,8 @@ def main() -> None:
             seconds[side] += time.perf_counter() - started
             logits[side].update(trimmed(batch, start, end))
         if (i + 1) % 8 == 0:
-            print(f"  {i + 1}/{len(padded)} batches: HF {seconds['hf']:.0f} s, bertl11 {seconds['ours']:.0f} s", flush=True)
+            print(f"  {i + 1}/{len(padded)} batches: HF {seconds['hf']:.0f} s, bertl11 {seconds['ours']:.0f} s, "
+                  f"load average {os.getloadavg()[0]:.1f}", flush=True)
 
     order = sorted(logits["hf"])
     agreement = pcc(torch.cat([logits["ours"][w].flatten() for w in order]), torch.cat([logits["hf"][w].flatten() for w in order]))

@@ -76,6 +76,8 @@ def add_model_arguments(parser, *, default_iterations: int = DEFAULT_ITERATIONS)
                              "(what parity tests check) instead of the fast path")
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="weight cache root (default $BERTL11_CACHE or ~/.cache/bertl11)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice, one per core)")
 
 
 def add_arguments(parser) -> None:
@@ -88,6 +90,8 @@ def add_arguments(parser) -> None:
 
 
 def check_arguments(args) -> None:
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads must be at least 1, not {args.threads}")
     if args.batch < 1:
         raise UserError(f"--batch must be at least 1, not {args.batch}")
     if args.iterations < 1:
@@ -101,6 +105,8 @@ def load_model(args):
     from .runtime import QAModel
 
     check_arguments(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     model = QAModel.load(args.model, args.config, args.device, cache_dir=args.cache_dir, fast=not args.simulate)
     if args.seq > model.shape.max_position_embeddings:
         raise UserError(f"--seq {args.seq} exceeds the model's {model.shape.max_position_embeddings} positions")
@@ -211,7 +217,7 @@ def measure(args) -> dict:
     row = {
         "Model": model.source.name, "Config": args.config, "Device": args.device, "Numerics": describe_numerics(model),
         "Path": ("simulated" if args.simulate else "fast") + (", compiled" if args.compile else ""),
-        "Batch": args.batch, "Seq": args.seq, "Iterations": args.iterations,
+        "Batch": args.batch, "Seq": args.seq, "Iterations": args.iterations, "Threads": torch.get_num_threads(),
         "Load Time (s)": round(model.load_report.seconds, 3),
     }
     hf = None
