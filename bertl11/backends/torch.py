@@ -1,7 +1,9 @@
 """The torch backend: the op interface on CPU or CUDA tensors, in float32 or bfloat16.
 
-The run configuration's BFLOAT8_B tensors are simulated: their values are rounded through the block-float
-format (`bfp8.quantize`) and then held in the compute dtype, so the numbers match what the device stores.
+`TorchOps` simulates the run configuration: its BFLOAT8_B tensors are rounded through the block-float format
+(`bfp8.quantize`) and then held in the compute dtype, so the numbers match what the device stores.
+`FastTorchOps` is the speed path (`QAModel.load(..., fast=True)`): int8 GEMMs on CPU for 8-bit configs,
+fused attention, no per-op rounding; see its docstring and docs/performance.md.
 """
 
 from __future__ import annotations
@@ -119,7 +121,6 @@ class TorchOps:
     def qa_head(self, x, p):
         logits = self._linear(x, p)
         return logits[..., 0], logits[..., 1]
-
 
 
 def quantize_rows(x: torch.Tensor, skip_columns: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
