@@ -2,7 +2,7 @@
 
 Like the seed's perf test: the first run (any compile, graph capture or lazy setup included), then N cached
 runs; inferences/s = batch / mean cached time. `--compare hf` times HF's `BertForQuestionAnswering` (eager,
-the compute dtype of the config, same device) on the same inputs, alternating with ours run by run so both
+the compute dtype of the config, same device; on the host for --device tt) on the same inputs, alternating with ours run by run so both
 see the same machine load, and reports the ratio and our logits' PCC against HF in float32.
 
 Inputs are seeded random token ids filling every one of the `--seq` positions (no padding to skip), the
@@ -98,6 +98,17 @@ def check_arguments(args) -> None:
         raise UserError(f"--iterations must be at least 1, not {args.iterations}")
     if args.seq < 2:
         raise UserError(f"--seq must be at least 2, not {args.seq}")
+    for option in ("csv", "plot"):  # refuse a bad output path before a long run, not after it
+        if getattr(args, option, None) is not None:
+            check_output_path(getattr(args, option), f"--{option}")
+
+
+def check_output_path(path: Path, option: str) -> None:
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{option} {path} is a directory")
+    if not path.parent.is_dir():
+        raise UserError(f"{option} {path}: directory {path.parent} does not exist")
 
 
 def load_model(args):
@@ -122,7 +133,7 @@ def synthetic_inputs(vocab_size: int, batch: int, seq: int) -> tuple[torch.Tenso
 
 
 def describe_numerics(model) -> str:
-    describe = getattr(model.ops, "describe", None)  # the ttnn backend states its numerics through the config
+    describe = getattr(model.ops, "describe", None)  # a backend without it is named by its config
     return describe() if describe else model.run_config.name
 
 
@@ -182,10 +193,7 @@ def versions() -> str:
 def atomic_output(path: Path, option: str):
     """A temporary path beside `path` to write; it replaces `path` only when the block succeeds."""
     path = Path(path)
-    if path.is_dir():
-        raise UserError(f"{option} {path} is a directory")
-    if not path.parent.is_dir():
-        raise UserError(f"{option} {path}: directory {path.parent} does not exist")
+    check_output_path(path, option)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
     os.close(handle)
     try:
@@ -223,7 +231,7 @@ def measure(args) -> dict:
     hf = None
     if args.compare == "hf":
         dtype = hf_dtype(model)
-        hf = model.source.hf_model().to(args.device)
+        hf = model.source.hf_model().to(args.device if args.device in ("cpu", "cuda") else "cpu")
         reference = hf_logits(hf, inputs)
         row["PCC vs HF float32 (start)"] = round(pcc(logits[0], reference[0]), 6)
         row["PCC vs HF float32 (end)"] = round(pcc(logits[1], reference[1]), 6)
