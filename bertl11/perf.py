@@ -2,8 +2,9 @@
 
 Like the seed's perf test: the first run (any compile, graph capture or lazy setup included), then N cached
 runs; inferences/s = batch / mean cached time. `--compare hf` times HF's `BertForQuestionAnswering` (eager,
-the compute dtype of the config, same device; on the host for --device tt) on the same inputs, alternating with ours run by run so both
-see the same machine load, and reports the ratio and our logits' PCC against HF in float32.
+in the config's compute dtype, on the same device, or on the host for --device tt) on the same inputs,
+alternating with ours run by run so both see the same machine load, and reports the ratio and our logits'
+PCC against HF in float32.
 
 Inputs are seeded random token ids filling every one of the `--seq` positions (no padding to skip), the
 first quarter question (token type 0), the rest context (1).
