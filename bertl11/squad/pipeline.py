@@ -20,11 +20,11 @@ def buckets_by_default(device: str) -> bool:
 
 
 def run_model(model, batches: list[Batch], *, progress: bool = False, description: str = "windows"):
-    """(start, end) float32 logits of every window, trimmed to its length, in window order."""
+    """(start, end) float32 logits of every window, trimmed to its length, indexed like the windows."""
     from tqdm.auto import tqdm
 
     total = sum(len(b.windows) for b in batches)
-    logits: list = [None] * total
+    logits: list = [None] * (max((max(b.windows) for b in batches if b.windows), default=-1) + 1)
     with tqdm(total=total, unit="feature", desc=description, disable=not progress) as bar:
         for batch in batches:
             start, end = model(batch.input_ids, batch.token_type_ids, batch.attention_mask)
