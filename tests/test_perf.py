@@ -23,15 +23,10 @@ PERF_COLUMNS = (
 )
 
 
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("weights")
-
-
-def test_perf_cli_writes_the_report(tmp_path, cache_dir, capsys):
+def test_perf_cli_writes_the_report(tmp_path, capsys):
     report = tmp_path / "perf.csv"
     code = main(["perf", "--model", "tiny", "--config", "BFLOAT8_B-DRAM", "--batch", "2", "--seq", "64",
-                 "--iterations", "2", "--compare", "hf", "--csv", str(report), "--cache-dir", str(cache_dir)])
+                 "--iterations", "2", "--compare", "hf", "--csv", str(report)])
     assert code == 0
     (row,) = list(csv.DictReader(report.open()))
     assert set(PERF_COLUMNS) <= set(row)
@@ -50,8 +45,8 @@ def test_perf_cli_writes_the_report(tmp_path, cache_dir, capsys):
         (["--csv", "/nonexistent-dir/perf.csv"], "does not exist"),
     ],
 )
-def test_perf_bad_input_is_one_line(arguments, message, cache_dir, capsys):
-    code = main(["perf", "--model", "tiny", "--iterations", "1", "--cache-dir", str(cache_dir), *arguments])
+def test_perf_bad_input_is_one_line(arguments, message, capsys):
+    code = main(["perf", "--model", "tiny", "--iterations", "1", *arguments])
     err = capsys.readouterr().err
     assert code == 2
     assert message in err and err.count("\n") == 1
@@ -64,24 +59,24 @@ def test_paired_speedup_is_the_median_pair_ratio():
 
 
 def test_quantize_rows_error_is_within_half_a_step():
-    x = torch.randn(6, 64) * torch.logspace(-2, 2, 6)[:, None]
+    x = torch.randn(6, 64, generator=torch.Generator().manual_seed(0)) * torch.logspace(-2, 2, 6)[:, None]
     skip = torch.tensor([3, 17])
-    x[:, skip] *= 50  # outliers that must not set the scale
+    x[:, skip] = 50 * x.abs().amax(dim=1, keepdim=True)  # outliers that must not set the scale
     rows, scale = quantize_rows(x, skip)
     kept = torch.ones(64, dtype=torch.bool)
     kept[skip] = False
     expected_scale = x[:, kept].abs().amax(dim=1, keepdim=True) / 127
     assert torch.allclose(scale, expected_scale)
     error = (rows.float() * scale - x)[:, kept].abs()
-    assert bool((error <= scale / 2 * (1 + 1e-6)).all())
+    assert bool((error <= scale * (0.5 + 1e-4)).all())  # the slack covers float32 rounding of q * scale
     assert bool((rows[:, skip].abs() == 127).all()), "skipped channels saturate"
 
 
 def test_quantize_columns_error_is_within_half_a_step():
-    w = torch.randn(64, 8) * torch.logspace(-3, 1, 8)
+    w = torch.randn(64, 8, generator=torch.Generator().manual_seed(0)) * torch.logspace(-3, 1, 8)
     q, scale = quantize_columns(w)
     assert q.dtype == torch.int8 and torch.allclose(scale, w.abs().amax(dim=0) / 127)
-    assert bool(((q.float() * scale - w).abs() <= scale / 2 * (1 + 1e-6)).all())
+    assert bool(((q.float() * scale - w).abs() <= scale * (0.5 + 1e-4)).all())
 
 
 FAST_CASES = [
@@ -111,10 +106,10 @@ def references(squad_pairs):
 
 
 @pytest.mark.parametrize("model_name, config, minimum", FAST_CASES)
-def test_fast_path_matches_hf(model_name, config, minimum, references, cache_dir):
+def test_fast_path_matches_hf(model_name, config, minimum, references):
     source, batch, reference = references(model_name)
     assert batch["attention_mask"].sum(1).unique().numel() > 1, "the batch must mix lengths so padding is exercised"
-    model = QAModel.load(source, config, cache_dir=cache_dir, fast=True)
+    model = QAModel.load(source, config, fast=True)
     start, end = model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
     assert pcc(start, reference.start_logits) >= minimum
     assert pcc(end, reference.end_logits) >= minimum
@@ -123,11 +118,11 @@ def test_fast_path_matches_hf(model_name, config, minimum, references, cache_dir
         assert torch.equal(end.argmax(-1), reference.end_logits.argmax(-1))
 
 
-def test_fused_attention_masks_padding(references, cache_dir):
+def test_fused_attention_masks_padding(references):
     """A padded row gives the logits it gets alone (float32, so only summation order differs); without
     the mask it would not. The int8 path shares this attention; its padded batches are checked above."""
     source, batch, _ = references("minilm")
-    model = QAModel.load(source, "FLOAT32", cache_dir=cache_dir, fast=True)
+    model = QAModel.load(source, "FLOAT32", fast=True)
     row = int(batch["attention_mask"].sum(1).argmin())
     length = int(batch["attention_mask"][row].sum())
     alone = {k: v[row : row + 1, :length] for k, v in batch.items()}

@@ -18,8 +18,7 @@ BATCH, SEQ = 2, 64
 def profiled(tmp_path_factory):
     out = tmp_path_factory.mktemp("profile")
     code = main(["profile", "--model", "tiny", "--config", "BFLOAT16-DRAM", "--batch", str(BATCH), "--seq", str(SEQ),
-                 "--iterations", "1", "--csv", str(out / "ops.csv"), "--plot", str(out / "ops.png"),
-                 "--cache-dir", str(out / "weights")])
+                 "--iterations", "1", "--csv", str(out / "ops.csv"), "--plot", str(out / "ops.png")])
     assert code == 0
     return list(csv.DictReader((out / "ops.csv").open())), out / "ops.png"
 
