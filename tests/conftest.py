@@ -14,7 +14,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # One fresh weight cache per test session, shared by the xdist workers (they inherit the controller's
 # environment), so tests neither read nor litter the user's ~/.cache/bertl11.
 os.environ.setdefault("BERTL11_CACHE", tempfile.mkdtemp(prefix="bertl11-test-cache-"))
-torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+# Under pytest-xdist two workers share the 2 cores: a second OpenMP thread per worker only waits at GEMM
+# barriers (runs got 8-12x slower), so each worker, and the CLIs and notebook kernels it starts, use one.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
