@@ -23,3 +23,19 @@ def quantization_error(weight: torch.Tensor, title: str = "rounding error of one
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+def threshold_curve(curves: dict[str, list[tuple[float, float, float]]], title: str = "score by na_prob threshold"):
+    """F1 against the na_prob threshold, one line per run (from `squad.metric.threshold_curve`)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    for label, curve in curves.items():
+        thresholds, _, f1 = zip(*curve)
+        ax.step(thresholds, f1, where="post", label=label)
+    ax.set_xlabel("na_prob threshold (above it: predict no answer)")
+    ax.set_ylabel("F1 (%)")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    return fig

@@ -153,3 +153,17 @@ def test_score_command_rejects_incomplete_na_probs(tmp_path, capsys):
     code = main(["score", "--data", write(tmp_path / "d.json", data), "--predictions", write(tmp_path / "p.json", {"a": ""}),
                  "--na-probs", write(tmp_path / "n.json", {"b": 0.1})])
     assert code == 2 and "na-probs lack" in capsys.readouterr().err
+
+
+def test_threshold_curve_equals_evaluate_at_every_threshold():
+    """The one-pass curve against the plain definition: evaluate() with that na_prob threshold."""
+    from bertl11.squad.metric import threshold_curve
+
+    answers = {"a": ["the Cat"], "b": [], "c": ["dog", "a dog"], "d": [], "e": ["red fox"]}
+    predictions = {"a": "cat", "b": "", "c": "big dog", "d": "mouse", "e": ""}
+    na_probs = {"a": 0.2, "b": 0.9, "c": 0.5, "d": 0.5, "e": 0.7}
+    curve = threshold_curve(answers, predictions, na_probs)
+    assert [t for t, _, _ in curve] == [0.0, 0.2, 0.5, 0.7, 0.9]
+    for threshold, exact, f1 in curve:
+        expected = evaluate(answers, predictions, na_probs, na_prob_thresh=threshold)
+        assert exact == pytest.approx(expected["exact"]) and f1 == pytest.approx(expected["f1"])

@@ -92,11 +92,7 @@ def evaluate(answers: Mapping[str, list[str]], predictions: Mapping[str, str],
         if lacking:
             raise UserError(f"the na-probs lack {len(lacking)} predicted ids, e.g. {lacking[0]!r}")
     has_answer = {qid: bool(answers[qid]) for qid in scored}
-    exact_raw, f1_raw = {}, {}
-    for qid in scored:
-        golds = gold_answers(answers[qid])
-        exact_raw[qid] = max(exact_match(g, predictions[qid]) for g in golds)
-        f1_raw[qid] = max(f1_score(g, predictions[qid]) for g in golds)
+    exact_raw, f1_raw = raw_scores(answers, predictions, scored)
 
     def thresholded(raw):
         if na_probs is None:
@@ -113,6 +109,37 @@ def evaluate(answers: Mapping[str, list[str]], predictions: Mapping[str, str],
         result["best_exact"], result["best_exact_thresh"] = _best_threshold(exact_raw, predictions, na_probs, has_answer)
         result["best_f1"], result["best_f1_thresh"] = _best_threshold(f1_raw, predictions, na_probs, has_answer)
     return result
+
+
+def raw_scores(answers: Mapping[str, list[str]], predictions: Mapping[str, str],
+               ids: list[str]) -> tuple[dict[str, int], dict[str, float]]:
+    """Per question: exact match and F1 of its prediction against the best of its gold answers."""
+    exact, f1 = {}, {}
+    for qid in ids:
+        golds = gold_answers(answers[qid])
+        exact[qid] = max(exact_match(g, predictions[qid]) for g in golds)
+        f1[qid] = max(f1_score(g, predictions[qid]) for g in golds)
+    return exact, f1
+
+
+def threshold_curve(answers: Mapping[str, list[str]], predictions: Mapping[str, str],
+                    na_probs: Mapping[str, float]) -> list[tuple[float, float, float]]:
+    """(threshold, EM %, F1 %) at each na_prob threshold, as `evaluate(..., na_prob_thresh=threshold)` scores.
+
+    A question whose na_prob is above the threshold counts as answered "no answer"; walking the questions in
+    na_prob order updates the totals one question at a time, so the whole curve costs one scoring pass.
+    """
+    ids = sorted((q for q in answers if q in predictions), key=lambda q: na_probs[q])
+    exact_raw, f1_raw = raw_scores(answers, predictions, ids)
+    no_answer = {q: float(not answers[q]) for q in ids}
+    exact, f1 = sum(no_answer.values()), sum(no_answer.values())  # threshold below every na_prob
+    curve = [(0.0, 100.0 * exact / len(ids), 100.0 * f1 / len(ids))] if ids and na_probs[ids[0]] > 0 else []
+    for i, qid in enumerate(ids):
+        exact += exact_raw[qid] - no_answer[qid]
+        f1 += f1_raw[qid] - no_answer[qid]
+        if i + 1 == len(ids) or na_probs[ids[i + 1]] != na_probs[qid]:  # a threshold passes all equal na_probs at once
+            curve.append((na_probs[qid], 100.0 * exact / len(ids), 100.0 * f1 / len(ids)))
+    return curve
 
 
 def missing_predictions(answers: Mapping[str, list[str]], predictions: Mapping[str, str]) -> list[str]:

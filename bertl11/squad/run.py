@@ -16,6 +16,7 @@ import json
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import DEFAULT_RUN_CONFIG, RUN_CONFIGS
@@ -68,47 +69,84 @@ def _output_dir(out: str) -> Path:
     return path
 
 
-def run(args) -> int:
-    if args.batch < 1:
-        raise UserError(f"--batch must be at least 1, not {args.batch}")
-    bucket = buckets_by_default(args.device) if args.bucket is None else args.bucket
-    if bucket and args.device == "tt":
-        raise UserError("--bucket: the tt device runs one static sequence length (384); use --no-bucket")
-    out = _output_dir(args.out)
-    dataset = load_squad(args.data, args.limit)
-    model = QAModel.load(args.model, args.config, args.device, fast=args.fast)
+@dataclass
+class SquadRun:
+    """One model's pass over SQuAD questions: answers, the official scores, and where the time went."""
+
+    ids: list[str]
+    answers: list  # postprocess.Answer, one per question
+    scores: dict  # the official keys (exact, f1, HasAns_*, NoAns_*, best_*)
+    windows: int
+    extra_windows: int  # windows beyond one per question, from long contexts
+    padding: float  # share of computed positions that were padding
+    seconds: dict[str, float]  # preprocess, model, postprocess
+
+    @property
+    def predictions(self) -> dict[str, str]:
+        return {qid: a.text for qid, a in zip(self.ids, self.answers)}
+
+    @property
+    def na_probs(self) -> dict[str, float]:
+        return {qid: a.na_prob for qid, a in zip(self.ids, self.answers)}
+
+    @property
+    def features_per_second(self) -> float:
+        return self.windows / self.seconds["model"]
+
+
+def run_squad(model: QAModel, dataset, batch: int = 8, bucket: bool | None = None, progress: bool = False) -> SquadRun:
+    """Answer every question of `dataset` (from `load_squad`) with `model` and score the answers."""
+    if batch < 1:
+        raise UserError(f"--batch must be at least 1, not {batch}")
+    device = str(getattr(model.ops, "device", "cpu"))
+    bucket = buckets_by_default(device) if bucket is None else bucket
     ids, questions, contexts = list(dataset["id"]), list(dataset["question"]), list(dataset["context"])
 
     started = time.perf_counter()
     windows = encode(model.tokenizer, questions, contexts, WindowConfig())
-    batches = make_batches(windows, args.batch, bucket=bucket, pad_id=model.shape.pad_token_id)
+    batches = make_batches(windows, batch, bucket=bucket, pad_id=model.shape.pad_token_id)
     encoded = time.perf_counter()
-    logits = run_model(model, batches, progress=True)
+    logits = run_model(model, batches, progress=progress)
     ran = time.perf_counter()
     answers = postprocess(windows, logits, contexts, SpanSearch(handle_impossible_answer=True))
     finished = time.perf_counter()
 
-    predictions = {qid: a.text for qid, a in zip(ids, answers)}
-    na_probs = {qid: a.na_prob for qid, a in zip(ids, answers)}
-    write_json(out / "predictions.json", predictions)
-    write_json(out / "na_probs.json", na_probs)
-    scores = evaluate(answers_by_id(dataset), predictions, na_probs)
-    write_json(out / "eval.json", scores)
+    result = SquadRun(
+        ids, answers, {}, len(windows), len(windows) - len({w.question for w in windows}),
+        1 - sum(len(w) for w in windows) / sum(b.input_ids.numel() for b in batches),
+        {"preprocess": encoded - started, "model": ran - encoded, "postprocess": finished - ran},
+    )
+    result.scores = evaluate(answers_by_id(dataset), result.predictions, result.na_probs)
+    return result
 
-    computed = sum(b.input_ids.numel() for b in batches)
-    real = sum(len(w) for w in windows)
-    model_seconds, total_seconds = ran - encoded, finished - started
-    print(f"{len(ids)} questions -> {len(windows)} windows ({len(windows) - len(set(w.question for w in windows))} extra "
-          f"from long contexts); model {args.model}, {args.config}, batch {args.batch}, {args.device}, "
-          f"{'bucketed' if bucket else 'static 384'} batches ({100 * (1 - real / computed):.0f}% padding)")
+
+def run(args) -> int:
+    bucket = buckets_by_default(args.device) if args.bucket is None else args.bucket
+    if bucket and args.device == "tt":
+        raise UserError("--bucket: the tt device runs one static sequence length (384); use --no-bucket")
+    if args.batch < 1:
+        raise UserError(f"--batch must be at least 1, not {args.batch}")
+    out = _output_dir(args.out)
+    dataset = load_squad(args.data, args.limit)
+    model = QAModel.load(args.model, args.config, args.device, fast=args.fast)
+    result = run_squad(model, dataset, args.batch, bucket, progress=True)
+    write_json(out / "predictions.json", result.predictions)
+    write_json(out / "na_probs.json", result.na_probs)
+    write_json(out / "eval.json", result.scores)
+
+    scores, seconds = result.scores, result.seconds
+    print(f"{len(result.ids)} questions -> {result.windows} windows ({result.extra_windows} extra from long contexts); "
+          f"model {args.model}, {args.config}, batch {args.batch}, {args.device}, "
+          f"{'bucketed' if bucket else 'static 384'} batches ({100 * result.padding:.0f}% padding)")
     print(f"EM {scores['exact']:.2f}  F1 {scores['f1']:.2f}  over {scores['total']}")
     for split in ("HasAns", "NoAns"):
         if f"{split}_total" in scores:
             print(f"  {split:6} EM {scores[f'{split}_exact']:.2f}  F1 {scores[f'{split}_f1']:.2f}  over {scores[f'{split}_total']}")
     print(f"best na_prob threshold: EM {scores['best_exact']:.2f} at {scores['best_exact_thresh']:.4g}, "
           f"F1 {scores['best_f1']:.2f} at {scores['best_f1_thresh']:.4g}")
-    print(f"throughput: {len(windows) / model_seconds:.1f} features/s in the model ({model_seconds:.2f} s); "
-          f"{len(ids) / total_seconds:.1f} questions/s end to end ({total_seconds:.2f} s: preprocess "
-          f"{encoded - started:.2f} s, model {model_seconds:.2f} s, postprocess {finished - ran:.2f} s)")
+    total = sum(seconds.values())
+    print(f"throughput: {result.features_per_second:.1f} features/s in the model ({seconds['model']:.2f} s); "
+          f"{len(result.ids) / total:.1f} questions/s end to end ({total:.2f} s: preprocess "
+          f"{seconds['preprocess']:.2f} s, model {seconds['model']:.2f} s, postprocess {seconds['postprocess']:.2f} s)")
     print(f"wrote {out / 'predictions.json'}, {out / 'na_probs.json'}, {out / 'eval.json'}")
     return 0
