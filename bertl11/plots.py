@@ -39,3 +39,19 @@ def threshold_curve(curves: dict[str, list[tuple[float, float, float]]], title: 
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+def ops_bars(report, column: str, title: str, xlabel: str):
+    """One horizontal bar per op (a `bertl11 profile` CSV as a DataFrame), summed or averaged by op name."""
+    import matplotlib.pyplot as plt
+
+    encoder = report[report["Op Name"].notna()]
+    values = encoder.groupby("Op Name", sort=False)[column]
+    series = values.sum() if column == "Duration (ms)" else values.mean()
+    fig, ax = plt.subplots(figsize=(7, 0.28 * len(series) + 1))
+    ax.barh(series.index, series.values, color="#4c72b0")
+    ax.invert_yaxis()  # execution order, top to bottom
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
