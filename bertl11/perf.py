@@ -13,11 +13,8 @@ first quarter question (token type 0), the rest context (1).
 from __future__ import annotations
 
 import csv
-import os
 import platform
-import tempfile
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import fmean, median
@@ -27,6 +24,7 @@ import torch
 from .compare import pcc
 from .config import DEFAULT_RUN_CONFIG, FLOAT32, RUN_CONFIGS
 from .errors import UserError
+from .files import atomic_path
 from .sources import DEFAULT_MODEL
 
 INPUT_SEED = 384
@@ -190,19 +188,10 @@ def versions() -> str:
     return f"bertl11 {__version__}; torch {torch.__version__}; transformers {transformers.__version__}; python {platform.python_version()}"
 
 
-@contextmanager
 def atomic_output(path: Path, option: str):
     """A temporary path beside `path` to write; it replaces `path` only when the block succeeds."""
-    path = Path(path)
-    check_output_path(path, option)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(handle)
-    try:
-        yield temporary
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+    check_output_path(Path(path), option)
+    return atomic_path(path)
 
 
 def write_csv(path: Path, rows: list[dict], option: str = "--csv") -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import torch
 from ..config import BertShape, RunConfig
 from ..devices import COL_MAJOR, Device, device_for_arch
 from ..errors import UserError
+from ..files import atomic_path, write_json
 from ..plan import (
     BLOCK_SHARDED, INTERLEAVED, MULTICAST, EncoderShape, LayerNormProgram, MatmulProgram, Plan,
     SoftmaxProgram, interleave_qkv, make_plan,
@@ -220,9 +220,8 @@ class TtnnOps:
 
     def _dump(self, host, path: Path) -> dict:
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        self.ttnn.dump_tensor(str(temporary), host)
-        os.replace(temporary, path)
+        with atomic_path(path) as temporary:
+            self.ttnn.dump_tensor(temporary, host)
         return {"bytes": path.stat().st_size, "sha256": _sha256(path)}
 
     def _header(self, groups: int) -> dict:
@@ -249,9 +248,7 @@ class TtnnOps:
         return manifest
 
     def _write_manifest(self, directory: Path, groups: int, entries: dict) -> None:
-        temporary = directory / f".{MANIFEST}.{os.getpid()}.tmp"
-        temporary.write_text(json.dumps({"header": self._header(groups), "files": entries}, indent=1, sort_keys=True))
-        os.replace(temporary, directory / MANIFEST)
+        write_json(directory / MANIFEST, {"header": self._header(groups), "files": entries})
 
     # ------------------------------------------------------------------ the ops
 

@@ -23,7 +23,6 @@ import re
 import string
 import sys
 from collections.abc import Mapping
-from pathlib import Path
 
 from ..errors import UserError
 

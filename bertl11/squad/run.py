@@ -12,15 +12,13 @@ and the throughput.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import DEFAULT_RUN_CONFIG, RUN_CONFIGS
 from ..errors import UserError
+from ..files import write_json
 from ..runtime import DEVICES, QAModel
 from ..sources import DEFAULT_MODEL
 from .data import DATA_HELP, answers_by_id, load_squad
@@ -43,19 +41,6 @@ def add_arguments(parser) -> None:
                         help="batch windows of similar length, each batch padded to a multiple of 32 (default: on for "
                              "cpu/cuda; off for tt, which runs one static 384-token shape)")
     parser.add_argument("--fast", action="store_true", help="the torch backend's speed path instead of the per-op simulation")
-
-
-def write_json(path: Path, data) -> None:
-    """`data` to `path` atomically: a reader sees the old file or the whole new one."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(temporary, 0o644)  # mkstemp makes it private; these are ordinary result files
-        with os.fdopen(handle, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1, ensure_ascii=False)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
 
 
 def _output_dir(out: str) -> Path:
