@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from ..config import BFLOAT8_B, BFLOAT16, FLOAT32, BertShape, RunConfig, get_run_config
 from ..model import bert_qa
-from ..weights import parameter_tree, tensor_kind
+from ..weights import parameter_tree
 
 TORCH_DTYPES = {FLOAT32: torch.float32, BFLOAT16: torch.bfloat16}
 # The seed clamps HF's extended attention mask to this value (finfo.min overflows in bf16 arithmetic).
@@ -46,13 +46,12 @@ class TorchOps:
         self.gelu_approximate = "none" if shape.hidden_act == "gelu" else "tanh"
 
     def prepare(self, flat: dict[str, torch.Tensor]):
-        """Model-layout float tensors -> parameters tree on the device, rounded to the config's dtypes."""
-        return parameter_tree(
-            {
-                name: round_to(t.float(), self.run_config.dtype_of(tensor_kind(name))).to(self.device, self.dtype)
-                for name, t in flat.items()
-            }
-        )
+        """Model-layout tensors -> parameters tree on the device, in the compute dtype.
+
+        The weight cache already holds every tensor in its config dtype's values (BFLOAT8_B ones decoded),
+        so nothing is rounded again here.
+        """
+        return parameter_tree({name: t.to(self.device, self.dtype) for name, t in flat.items()})
 
     def synchronize(self) -> None:
         """Wait for queued kernels (CUDA runs asynchronously), so a timer measures finished work."""
