@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .errors import UserError
+from .files import read_json
 
 PACKAGED_INPUT = Path(__file__).resolve().parents[1] / "data" / "input_data.json"
 DEFAULT_BATCH = 12
@@ -28,27 +29,7 @@ class QAInput:
 
 def read_inputs(path: Path, batch: int) -> tuple[list[QAInput], list[str]]:
     """The file's inputs and any warnings, or a one-line `UserError` naming the input and field at fault."""
-    if not path.exists():
-        raise UserError(f"{path}: no such file")
-    if path.is_dir():
-        raise UserError(f"{path} is a directory; give a JSON file of {batch} inputs")
-    try:
-        size = path.stat().st_size
-        if size > MAX_INPUT_BYTES:
-            raise UserError(f"{path} is {size / 2**20:.1f} MiB; a demo batch file must be under {MAX_INPUT_BYTES // 2**20} MiB")
-        raw = path.read_bytes()
-    except OSError as error:
-        raise UserError(f"{path}: cannot read: {error.strerror or error}") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise UserError(f"{path} is not valid UTF-8 (byte 0x{raw[error.start]:02x} at offset {error.start})") from None
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise UserError(f"{path} is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}") from None
-    except RecursionError:
-        raise UserError(f"{path} is not a usable JSON document: nested too deeply") from None
+    document = read_json(path, "input file", MAX_INPUT_BYTES)
     return validate_inputs(document, batch, str(path))
 
 

@@ -8,6 +8,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from .errors import UserError
+
 
 @contextmanager
 def atomic_path(path: str | Path):
@@ -27,3 +29,29 @@ def atomic_path(path: str | Path):
 def write_json(path: str | Path, data) -> None:
     with atomic_path(path) as temporary:
         Path(temporary).write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
+
+
+def read_json(path: str | Path, what: str = "file", max_bytes: int | None = None):
+    """A JSON document from disk, or a one-line `UserError` saying what is wrong with the file."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{what} {path} is a directory, not a JSON file")
+    try:
+        size = path.stat().st_size
+        if max_bytes is not None and size > max_bytes:
+            raise UserError(f"{what} {path} is {size / 2**20:.1f} MiB; it must be under {max_bytes // 2**20} MiB")
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"{what} {path} does not exist") from None
+    except OSError as error:
+        raise UserError(f"cannot read {what} {path}: {error.strerror or error}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise UserError(f"{what} {path} is not valid UTF-8 (byte 0x{raw[error.start]:02x} at offset {error.start})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise UserError(f"{what} {path} is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}") from None
+    except RecursionError:
+        raise UserError(f"{what} {path} is nested too deeply to be a usable JSON document") from None

@@ -101,7 +101,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, document, words):
 
 
 def test_missing_file_and_directory(tmp_path):
-    assert_user_error(bertl11("demo", *FAST, "--input", str(tmp_path / "nope.json")), "no such file")
+    assert_user_error(bertl11("demo", *FAST, "--input", str(tmp_path / "nope.json")), "does not exist")
     assert_user_error(bertl11("demo", *FAST, "--input", str(tmp_path)), "is a directory")
 
 

@@ -14,10 +14,10 @@ Parsing the nesting ourselves also lets a malformed file say exactly where it is
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..errors import UserError
+from ..files import read_json
 
 HUB_DATASET = "rajpurkar/squad_v2"
 HUB_SPLIT = "validation"
@@ -83,17 +83,7 @@ def read_squad_file(path: str | Path):
     from datasets import Dataset
 
     path = Path(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            document = json.load(f)
-    except FileNotFoundError:
-        raise UserError(f"SQuAD file {path} does not exist") from None
-    except IsADirectoryError:
-        raise UserError(f"{path} is a directory, not a SQuAD JSON file") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise UserError(f"cannot read {path}: {error}") from None
-    except json.JSONDecodeError as error:
-        raise UserError(f"{path} is not valid JSON: {error}") from None
+    document = read_json(path, "SQuAD file")
     return Dataset.from_list(flatten_squad(document, path), features=_features())
 
 

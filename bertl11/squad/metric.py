@@ -25,6 +25,7 @@ import sys
 from collections.abc import Mapping
 
 from ..errors import UserError
+from ..files import read_json
 
 _PUNCTUATION = frozenset(string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
@@ -155,15 +156,7 @@ def report_missing(missing: list[str], stream=None) -> None:
 
 
 def _read_id_map(path: str, what: str, value_types: tuple) -> dict:
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise UserError(f"{what} file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise UserError(f"cannot read {what} file {path}: {error}") from None
-    except json.JSONDecodeError as error:
-        raise UserError(f"{what} file {path} is not valid JSON: {error}") from None
+    data = read_json(path, f"{what} file")
     if not isinstance(data, dict):
         raise UserError(f"{what} file {path} must hold one JSON object mapping question ids to values")
     for qid, value in data.items():
