@@ -33,6 +33,7 @@ from ..plan import (
 )
 from ..weights import parameter_tree, tensor_kind
 from .torch import MASK_VALUE
+from .ttnn_program_configs import build_program_config
 
 # The seed runs layernorm at HiFi4 and the matmuls at ttnn's defaults (tt/bert_encoder.py).
 LAYERNORM_FIDELITY = "HiFi4"
@@ -73,23 +74,6 @@ def program_config_spec(program) -> tuple[str, dict]:
     if isinstance(program, LayerNormProgram):
         return ("LayerNormShardedMultiCoreProgramConfig", {**common, "inplace": program.inplace})
     raise TypeError(f"no ttnn program config for {program!r}")
-
-
-def build_program_config(ttnn, spec: tuple[str, dict], default: str):
-    """Construct a `program_config_spec` with the real classes; `default` names the class for no program."""
-    name, kwargs = spec
-    if not name:
-        return getattr(ttnn, default)()
-
-    def value(v):
-        if isinstance(v, dict) and "CoreCoord" in v:
-            return ttnn.CoreCoord(*v["CoreCoord"])
-        if isinstance(v, dict) and "UnaryWithParam" in v:
-            op, param = v["UnaryWithParam"]
-            return ttnn.UnaryWithParam(getattr(ttnn.UnaryOpType, op), param)
-        return v
-
-    return getattr(ttnn, name)(**{k: value(v) for k, v in kwargs.items()})
 
 
 def open_tt_device(ttnn) -> tuple[object, Device]:

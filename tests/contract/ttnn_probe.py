@@ -8,6 +8,7 @@
 Results go to files: ttnn logs to stdout.
 """
 
+import importlib.util
 import json
 import re
 import sys
@@ -74,13 +75,14 @@ def accepted_keywords(obj):
     return [[p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]]
 
 
-def build(value):
-    if isinstance(value, dict) and "CoreCoord" in value:
-        return ttnn.CoreCoord(*value["CoreCoord"])
-    if isinstance(value, dict) and "UnaryWithParam" in value:
-        op, param = value["UnaryWithParam"]
-        return ttnn.UnaryWithParam(getattr(ttnn.UnaryOpType, op), param)
-    return value
+def backend_program_configs():
+    """The backend's own spec -> ttnn object code (bertl11/backends/ttnn_program_configs.py), loaded by path:
+    bertl11 itself needs torch, which this environment lacks."""
+    path = Path(__file__).resolve().parents[2] / "bertl11" / "backends" / "ttnn_program_configs.py"
+    spec = importlib.util.spec_from_file_location("ttnn_program_configs", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def read_back(value):
@@ -111,9 +113,10 @@ def api(out):
     for cls, attribute in request["methods"]:
         if not hasattr(resolve(cls), attribute):
             report["missing"].append(f"ttnn.{cls}.{attribute}")
+    program_configs = backend_program_configs()
     for name, kwargs in request["program_configs"]:
         try:
-            config = resolve(name)(**{k: build(v) for k, v in kwargs.items()})
+            config = program_configs.build_program_config(ttnn, (name, kwargs), default="")
             for key, value in kwargs.items():
                 got = read_back(getattr(config, key))
                 if got != value and not (value is None and got is None):
