@@ -46,10 +46,12 @@ def test_bfloat16_matches_float32_hf(case):
     assert pcc(end, reference.end_logits) >= 0.99
 
 
-def test_padding_is_masked(case):
-    """A padded row gives the logits it gets alone; without the mask it would not."""
+@pytest.mark.parametrize("fast", [False, True], ids=["11-ops", "fast-sdpa"])
+def test_padding_is_masked(case, fast):
+    """A padded row gives the logits it gets alone; without the mask it would not. Both torch paths: the
+    11-op simulation and the fast path's fused attention (float32, so only summation order differs)."""
     source, batch, _ = case
-    model = QAModel.load(source, "FLOAT32")
+    model = QAModel.load(source, "FLOAT32", fast=fast)
     row = int(batch["attention_mask"].sum(1).argmin())
     length = int(batch["attention_mask"][row].sum())
     alone = {k: v[row : row + 1, :length] for k, v in batch.items()}
