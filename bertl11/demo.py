@@ -115,7 +115,7 @@ def run_demo(inputs: list[QAInput], model_name: str, config: str, device: str, b
     timings: dict[str, float] = {}
     model = QAModel.load(model_name, config=config, device=device)
     timings["weight_loading_s"] = model.load_report.seconds
-    check_batch(batch, device, card or getattr(getattr(model.ops, "device_spec", None), "name", None))
+    check_batch(batch, device, card or getattr(getattr(model.ops, "card", None), "name", None))  # the card ttnn opened
 
     questions = [item.question for item in inputs]
     contexts = [item.context for item in inputs]
