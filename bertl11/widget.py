@@ -9,12 +9,11 @@ import html
 import json
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from .config import DEFAULT_RUN_CONFIG, RUN_CONFIGS
+from .demo import PACKAGED_INPUT
 from .errors import UserError
 
-PACKAGED_INPUT = Path(__file__).resolve().parents[1] / "data" / "input_data.json"
 OFFLINE_CHOICES = ("minilm", "tiny", "large-random")
 
 
