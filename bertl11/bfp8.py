@@ -9,7 +9,7 @@ saturated at 127 (the exponent is never bumped); a zero magnitude never keeps it
 
     quantize(t)            values rounded through the format, same shape, float32 (simulation, any device)
     pack(t)                ttnn's host byte order: per 32x32 tile, 64 exponent bytes then 1024 data bytes
-    unpack(packed, shape)  the inverse of pack, float32
+    unpack(packed, shape)  the inverse of pack, bfloat16 (which holds every BFLOAT8_B value exactly)
 
 The encoding is float32 arithmetic with power-of-two scalings, truncation and round-half-even only, so each
 step is exact and reproduces the integer recipe bit for bit in a few vectorised passes. Byte shuffling runs
@@ -114,9 +114,8 @@ def _tile_axes(padded: tuple[int, ...]) -> tuple[int, ...]:
     return (math.prod(batch), rows // TILE, 2, FACE, cols // TILE, 2, FACE)
 
 
-# Between the axes of `_tile_axes` and ttnn's order (batch, tile row, tile col, face row, face col, row, col).
+# From the axes of `_tile_axes` to ttnn's order (batch, tile row, tile col, face row, face col, row, col).
 _TO_TILE_ORDER = (0, 1, 4, 2, 5, 3, 6)
-_FROM_TILE_ORDER = (0, 1, 3, 5, 2, 4, 6)
 
 
 def pack(t: torch.Tensor) -> torch.Tensor:
@@ -139,22 +138,58 @@ def pack(t: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(np.concatenate([exponents.reshape(-1, TILE_EXPONENT_BYTES), data], axis=1).reshape(-1))
 
 
+# 2^(E - 133) for every exponent byte E: the value of one magnitude step (exact; denormal for E < 7, 0 for E = 0).
+_STEP = _scale(torch.arange(256, dtype=torch.int32) << 23).numpy()
+# One face row (16 bytes) as one item, so reordering tiles into rows moves 16 bytes per step rather than one.
+_FACE_ROW = np.dtype((np.void, GROUP))
+# Tile rows decoded per step: enough to amortise the per-call overhead, few enough for the scratch to stay in cache.
+_CHUNK_VALUES = 1 << 18
+
+
 def unpack(packed: torch.Tensor | bytes, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
-    """Bytes laid out as `pack` writes them -> float32 CPU tensor of the given (unpadded) shape."""
+    """Bytes laid out as `pack` writes them -> bfloat16 CPU tensor of the given (unpadded) shape.
+
+    bfloat16 holds every BFLOAT8_B value exactly (at most 8 significant bits; the smallest step, 2^-132, is
+    a bfloat16 denormal), at half the memory of float32. Decoding runs a few tile rows at a time: face rows are
+    moved into row order as 16-byte items, sign-magnitude becomes two's complement in place, and one
+    broadcast multiply by each row's step writes the result.
+    """
     shape = tuple(shape)
     raw = np.frombuffer(packed, dtype=np.uint8) if isinstance(packed, (bytes, bytearray, memoryview)) else packed.cpu().numpy()
     if raw.size != packed_size(shape):
         raise UserError(f"BFLOAT8_B data holds {raw.size} bytes; shape {list(shape)} needs {packed_size(shape)}")
     padded = padded_shape(shape)
-    axes = _tile_axes(padded)
-    tiles = raw.reshape(-1, TILE_BYTES)
-    tile_order = (axes[0], axes[1], axes[4], 2, 2, FACE)
-    exponents = tiles[:, :TILE_EXPONENT_BYTES].reshape(tile_order).transpose(_FROM_TILE_ORDER[:-1])
-    scale = _scale(torch.from_numpy(exponents.reshape(*padded[:-1], -1, 1).astype(np.int32) << 23)).numpy()
-    data = tiles[:, TILE_EXPONENT_BYTES:]
-    sign = data >> 7
-    signed = (((data & MANTISSA_MAX) ^ (0 - sign)) + sign).view(np.int8)  # sign-magnitude -> two's complement
-    signed = np.ascontiguousarray(signed.reshape(*tile_order, FACE).transpose(_FROM_TILE_ORDER))
-    values = np.multiply(signed.reshape(*padded[:-1], -1, GROUP), scale, dtype=np.float32).reshape(padded)
+    batch, tile_rows, _, _, tile_cols, _, _ = _tile_axes(padded)
+    tiles = raw.reshape(batch * tile_rows, tile_cols, TILE_BYTES)
+    out = torch.empty(padded, dtype=torch.bfloat16)
+    # Row order, split as (tile row, face row, row in face, tile col, face col, column in face).
+    out_rows = out.view(batch * tile_rows, 2, FACE, tile_cols, 2, FACE)
+    rows_per_step = min(max(1, _CHUNK_VALUES // (TILE * padded[-1])), batch * tile_rows)
+    # Scratch for one step, allocated once: the allocator returns freed temporaries of this size to the kernel,
+    # and faulting their pages in again at every step would cost more than the decoding.
+    groups = (rows_per_step, 2, FACE, tile_cols, 2)  # one entry per face row, in row order
+    signed, negative, mask = (np.empty((*groups, FACE), np.int8) for _ in range(3))
+    exponents = np.empty(groups, np.uint8)
+    steps = np.empty(groups, np.float32)
+    products = torch.empty((*groups, FACE))  # float32: torch.mul into a bfloat16 `out` makes a new temporary per call
+    for first in range(0, batch * tile_rows, rows_per_step):
+        chunk = tiles[first : first + rows_per_step]
+        count = chunk.shape[0]
+        # In a tile: exponents, then data, each ordered (face row, face col, row in face).
+        tile_order = (count, tile_cols, 2, 2, FACE)
+        to_row_order = (0, 2, 4, 1, 3)
+        np.copyto(exponents[:count], chunk[..., :TILE_EXPONENT_BYTES].reshape(tile_order).transpose(to_row_order))
+        face_rows = chunk[..., TILE_EXPONENT_BYTES:].view(_FACE_ROW).reshape(tile_order).transpose(to_row_order)
+        np.copyto(signed[:count].view(_FACE_ROW)[..., 0], face_rows)
+        values = signed[:count]  # sign-magnitude -> two's complement, a zero magnitude always 0:
+        np.right_shift(values, 7, out=negative[:count])  # 0 or -1
+        np.bitwise_and(negative[:count], MANTISSA_MAX, out=mask[:count])
+        np.bitwise_xor(values, mask[:count], out=values)
+        np.subtract(values, negative[:count], out=values)
+        np.take(_STEP, exponents[:count], out=steps[:count], mode="clip")
+        torch.mul(torch.from_numpy(values), torch.from_numpy(steps[:count]).unsqueeze(-1), out=products[:count])
+        out_rows[first : first + count].copy_(products[:count])
     rows, cols = as_matrix(shape)[-2:]
-    return torch.from_numpy(np.ascontiguousarray(values[..., :rows, :cols])).reshape(shape)
+    if (rows, cols) != padded[-2:]:
+        out = out[..., :rows, :cols].contiguous()
+    return out.reshape(shape)

@@ -143,6 +143,15 @@ def test_quantize_any_shape_pads_with_zeros(shape):
     assert torch.equal(bfp8.unpack(bfp8.pack(x), shape), bfp8.quantize(x))
 
 
+@pytest.mark.parametrize("shape", [(4160, 64), (3, 70, 5000)], ids=["130 tile rows of 2 tiles", "3 x 3 tile rows of 157 tiles"])
+def test_unpack_large_tensors_in_bfloat16(shape):
+    """Tensors that `unpack` decodes in several steps, with a short last step, decode exactly, in bfloat16."""
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(5)) * torch.logspace(-30, 10, shape[-1])
+    decoded = bfp8.unpack(bfp8.pack(x), shape)
+    assert decoded.dtype == torch.bfloat16 and decoded.shape == shape
+    assert torch.equal(decoded.float(), bfp8.quantize(x))
+
+
 def test_pack_refuses_non_finite_values():
     with pytest.raises(UserError, match="inf, nan"):
         bfp8.pack(torch.tensor([1.0, float("inf")]))
