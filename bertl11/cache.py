@@ -47,7 +47,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from tqdm import tqdm
 
@@ -64,6 +63,7 @@ LAYOUT_DIRECTORY = "safetensors"
 TTNN_DIRECTORY = "ttnn"
 LOCK_FILE = ".convert.lock"
 STORAGE_DTYPES = {BFLOAT8_B: torch.uint8, BFLOAT16: torch.bfloat16, FLOAT32: torch.float32}
+_SAFETENSORS_DTYPES = {"U8": torch.uint8, "BF16": torch.bfloat16, "F32": torch.float32}
 ROW_MAJOR_KINDS = ("embedding_weights", "layernorm_weights")
 
 
@@ -113,7 +113,8 @@ def _to_storage(name: str, t: torch.Tensor, dtype: str) -> torch.Tensor:
 
 
 def _from_storage(stored: torch.Tensor, shape: list[int], dtype: str) -> torch.Tensor:
-    """The inverse of `_to_storage`: the model-layout tensor, in the stored precision (BFLOAT8_B as float32)."""
+    """The inverse of `_to_storage`: the model-layout tensor, in the stored precision (BFLOAT8_B decoded to
+    bfloat16, which holds its values exactly)."""
     if dtype == BFLOAT8_B:
         return bfp8.unpack(stored, shape)
     if list(stored.shape) == list(shape):
@@ -122,7 +123,7 @@ def _from_storage(stored: torch.Tensor, shape: list[int], dtype: str) -> torch.T
     return stored[..., :rows, :cols].reshape(shape)
 
 
-def _sha256(data: bytes) -> str:
+def _sha256(data: bytes | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
@@ -149,7 +150,7 @@ def _check_header(manifest: dict, expected: dict) -> None:
 def load(directory: Path, source: ModelSource, run_config: RunConfig) -> dict[str, torch.Tensor]:
     """Model-layout tensors from a verified cache, or `StaleCache` saying why it cannot be used.
 
-    BFLOAT8_B tensors come back as float32 holding the decoded values, the others in their stored dtype.
+    BFLOAT8_B tensors come back as bfloat16 holding the decoded values (exactly), the others in their stored dtype.
     """
     try:
         manifest = json.loads((directory / MANIFEST).read_text())
@@ -176,15 +177,7 @@ def load(directory: Path, source: ModelSource, run_config: RunConfig) -> dict[st
 
 
 def _load_file(path: Path, entry: dict, tensors: dict) -> dict[str, torch.Tensor]:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise StaleCache(f"{path.name} is missing") from None
-    if len(data) != entry["bytes"]:
-        raise StaleCache(f"{path.name} has {len(data)} bytes, the manifest says {entry['bytes']} (truncated or replaced)")
-    if _sha256(data) != entry["sha256"]:
-        raise StaleCache(f"{path.name} does not match its sha256 (corrupted)")
-    stored = load_safetensors(data)
+    stored = _tensors_in(_read_verified(path, entry), path.name)
     flat = {}
     for name, t in stored.items():
         spec = tensors.get(name)
@@ -194,6 +187,53 @@ def _load_file(path: Path, entry: dict, tensors: dict) -> dict[str, torch.Tensor
             raise StaleCache(f"{name} is stored as {t.dtype} {list(t.shape)}, the manifest says {spec['dtype']} {spec['stored_shape']}")
         flat[name] = _from_storage(t, spec["shape"], spec["dtype"])
     return flat
+
+
+def _read_verified(path: Path, entry: dict) -> torch.Tensor:
+    """A cache file's bytes (uint8), once its size and sha256 match the manifest's."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size != entry["bytes"]:
+                raise StaleCache(f"{path.name} has {size} bytes, the manifest says {entry['bytes']} (truncated or replaced)")
+            data = torch.empty(size, dtype=torch.uint8)  # uninitialised: the read fills it
+            view = memoryview(data.numpy())
+            filled = 0
+            while filled < size and (count := f.readinto(view[filled:])):
+                filled += count
+    except FileNotFoundError:
+        raise StaleCache(f"{path.name} is missing") from None
+    if filled != size:
+        raise StaleCache(f"{path.name} shrank while being read")
+    if _sha256(view) != entry["sha256"]:
+        raise StaleCache(f"{path.name} does not match its sha256 (corrupted)")
+    return data
+
+
+def _tensors_in(data: torch.Tensor, file_name: str) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file held in `data`, as views of it.
+
+    Read by hand because the library offers no zero-copy way to read verified bytes: `safetensors.torch.load`
+    copies every tensor out of the buffer, and `safe_open` would read the file again after it was verified.
+    The format (github.com/huggingface/safetensors): an 8-byte little-endian header length, a JSON header
+    {name: {dtype, shape, data_offsets}}, then the data; the writer pads the header so the data is 8-byte aligned.
+    """
+    try:
+        header_length = int.from_bytes(data[:8].numpy().tobytes(), "little")
+        header = json.loads(data[8 : 8 + header_length].numpy().tobytes())
+        start = 8 + header_length
+        views = {}
+        for name, spec in header.items():
+            if name == "__metadata__":
+                continue
+            dtype = _SAFETENSORS_DTYPES[spec["dtype"]]
+            begin, end = (start + offset for offset in spec["data_offsets"])
+            if not start <= begin <= end <= data.numel() or begin % dtype.itemsize:
+                raise ValueError(f"{name} lies outside the data or unaligned")
+            views[name] = data[begin:end].view(dtype).reshape(spec["shape"])
+    except (AttributeError, KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise StaleCache(f"{file_name} is not a readable safetensors file ({error})") from None
+    return views
 
 
 def _write_cache(directory: Path, source: ModelSource, run_config: RunConfig) -> dict[str, torch.Tensor]:

@@ -2,6 +2,7 @@
 converters never leave a cache that loads wrongly. All on `tiny` (a cache is ~5 MB, a conversion ~1 s)."""
 
 import dataclasses
+import hashlib
 import json
 import os
 import signal
@@ -12,9 +13,10 @@ import time
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from bertl11 import QAModel, UserError, get_run_config, resolve_model
-from bertl11.cache import MANIFEST, StaleCache, cache_directory, load, load_or_convert
+from bertl11.cache import MANIFEST, StaleCache, _read_verified, _tensors_in, cache_directory, load, load_or_convert
 from bertl11.cli import main as cli_main
 
 CONFIG = get_run_config("BFLOAT8_B-SHARDED")
@@ -82,6 +84,26 @@ def edit_manifest(**changes):
     return edit
 
 
+def resign(directory, file_name, data):
+    """Replace a file and record its new size and sha256, as if the cache had been written that way."""
+    (directory / file_name).write_bytes(data)
+    manifest = json.loads((directory / MANIFEST).read_text())
+    manifest["files"][file_name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    (directory / MANIFEST).write_text(json.dumps(manifest))
+
+
+def overrun_offsets(directory):
+    """A well-formed safetensors header whose last tensor claims bytes past the end of the file."""
+    data = (directory / "qa_outputs.safetensors").read_bytes()
+    length = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + length])
+    name = max((n for n in header if n != "__metadata__"), key=lambda n: header[n]["data_offsets"][1])
+    header[name]["data_offsets"][1] += 64
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    resign(directory, "qa_outputs.safetensors", len(text).to_bytes(8, "little") + text + data[8 + length :])
+
+
 DAMAGE = {
     "truncated file": (truncate, "layer_01.safetensors has"),
     "bit flip": (flip_a_bit, "layer_00.safetensors does not match its sha256"),
@@ -89,6 +111,7 @@ DAMAGE = {
     "other format version": (edit_manifest(format_version=0), "cache format version 0"),
     "other config": (edit_manifest(run_config="BFLOAT16-DRAM"), "built for config BFLOAT16-DRAM"),
     "other source": (edit_manifest(source_fingerprint="0" * 64), "source fingerprint differs"),
+    "unreadable file, re-signed": (overrun_offsets, "qa_outputs.safetensors is not a readable safetensors file"),
 }
 
 
@@ -105,6 +128,20 @@ def test_damage_is_detected_reported_and_rebuilt(source, tmp_path, damage):
     assert not report.cache_hit and reason in report.detail and "\n" not in report.detail
     rebuilt = load(directory, untouchable(source), CONFIG)
     assert rebuilt.keys() == good.keys() and all(torch.equal(rebuilt[k], good[k]) for k in good)
+
+
+@pytest.mark.parametrize("config", ["FLOAT32", "BFLOAT16-DRAM", "BFLOAT8_B-SHARDED"])
+def test_cache_files_read_as_safetensors_reads_them(source, tmp_path, config):
+    """The cache reads its files without copying them (`_tensors_in`); the safetensors library must agree."""
+    load_or_convert(source, get_run_config(config), tmp_path)
+    directory = cache_directory(tmp_path, source, get_run_config(config))
+    manifest = json.loads((directory / MANIFEST).read_text())
+    for file_name, entry in manifest["files"].items():
+        ours = _tensors_in(_read_verified(directory / file_name, entry), file_name)
+        theirs = load_file(directory / file_name)
+        assert ours.keys() == theirs.keys()
+        for name, t in theirs.items():
+            assert ours[name].dtype == t.dtype and torch.equal(ours[name], t), name
 
 
 def test_a_changed_source_is_rebuilt(source, tmp_path):
