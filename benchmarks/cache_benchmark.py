@@ -36,11 +36,18 @@ def untouchable(source):
     return dataclasses.replace(source, _load_state_dict=refuse)
 
 
-def bytes_by_dtype(directory) -> Counter:
-    """Tensor bytes per stored dtype, from the manifest (file headers excluded)."""
+def tensor_bytes(directory) -> dict[str, tuple[str, int]]:
+    """Stored dtype and bytes of every tensor, from the manifest (file headers excluded)."""
+    tensors = json.loads((directory / MANIFEST).read_text())["tensors"]
+    return {
+        name: (t["dtype"], math.prod(t["stored_shape"]) * STORAGE_DTYPES[t["dtype"]].itemsize) for name, t in tensors.items()
+    }
+
+
+def bytes_by_dtype(tensors: dict[str, tuple[str, int]]) -> Counter:
     sizes = Counter()
-    for tensor in json.loads((directory / MANIFEST).read_text())["tensors"].values():
-        sizes[tensor["dtype"]] += math.prod(tensor["stored_shape"]) * STORAGE_DTYPES[tensor["dtype"]].itemsize
+    for dtype, size in tensors.values():
+        sizes[dtype] += size
     return sizes
 
 
@@ -86,7 +93,7 @@ def measure(source, config_name: str, cache_dir: str, repeat: int) -> dict:
         "fresh": fresh,
         "qamodel": min(model.load_report.seconds for model in models),
         "bytes": cache_bytes(directory),
-        "by_dtype": bytes_by_dtype(directory),
+        "tensors": tensor_bytes(directory),
     }
 
 
@@ -110,8 +117,14 @@ def main() -> None:
         )
     for row in rows[1:]:
         print(f"size {row['config']} / {rows[0]['config']}: {row['bytes'] / rows[0]['bytes']:.3f}x")
+        # Tensors kept in the same dtype by both configs (embedding tables, layernorms) weigh the same in both.
+        changed = [name for name, (dtype, _) in row["tensors"].items() if dtype != rows[0]["tensors"][name][0]]
+        if changed:
+            ours, theirs = (sum(r["tensors"][name][1] for name in changed) for r in (row, rows[0]))
+            print(f"  the {len(changed)} tensors {row['config']} stores in another dtype: "
+                  f"{ours / 2**20:.1f} MiB vs {theirs / 2**20:.1f} MiB, {ours / theirs:.3f}x")
     for row in rows:
-        parts = ", ".join(f"{dtype} {size / 2**20:.1f} MiB" for dtype, size in sorted(row["by_dtype"].items()))
+        parts = ", ".join(f"{dtype} {size / 2**20:.1f} MiB" for dtype, size in sorted(bytes_by_dtype(row["tensors"]).items()))
         print(f"{row['config']}: {parts}")
 
 
