@@ -3,7 +3,9 @@
     bertl11 squad --model tiny --data data/squad/dev-v2.0.json --limit 200
 
 Every question is answered, unanswerable ones included, from all windows of its context, with HF
-pipeline semantics and handle_impossible_answer: the answer is "" when the null score beats every span.
+pipeline semantics and handle_impossible_answer: the answer is "" when the null score beats every span,
+or, for a model that ships a null-score threshold (minilm-squad2), when na_prob exceeds it
+(--pipeline-null restores the pipeline's rule). --split held-out scores only the articles never trained on.
 Writes predictions.json (id -> answer) and na_probs.json (id -> na_prob) to --out, the files the official
 script and `bertl11 score` read, and prints the score, its HasAns/NoAns split, the best na_prob threshold
 and the throughput.
@@ -23,9 +25,10 @@ from ..runtime import DEVICES, QAModel
 from ..sources import DEFAULT_MODEL
 from .data import DATA_HELP, answers_by_id, load_squad
 from .metric import evaluate
-from .pipeline import buckets_by_default, run_model
-from .postprocess import SpanSearch, postprocess
+from .pipeline import buckets_by_default, model_search, run_model
+from .postprocess import postprocess
 from .preprocess import WindowConfig, encode, make_batches
+from .split import SPLIT_HELP, SPLITS
 
 
 def add_arguments(parser) -> None:
@@ -34,7 +37,12 @@ def add_arguments(parser) -> None:
                         help=f"run configuration: {', '.join(RUN_CONFIGS)} (default {DEFAULT_RUN_CONFIG})")
     parser.add_argument("--batch", type=int, default=8, help="sequences per model call (default 8)")
     parser.add_argument("--data", default="auto", help=DATA_HELP)
-    parser.add_argument("--limit", type=int, help="only the first N questions")
+    parser.add_argument("--split", default="all", choices=SPLITS, help=SPLIT_HELP)
+    parser.add_argument("--limit", type=int, help="only the first N questions (of the split)")
+    parser.add_argument("--sample", type=int, help="N questions of the split drawn with --seed (a reproducible slice)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of --sample (default 0)")
+    parser.add_argument("--pipeline-null", action="store_true",
+                        help="decide 'no answer' like HF's pipeline (null score beats every span) even for a model that ships a threshold")
     parser.add_argument("--out", default="out/squad", help="directory for predictions.json and na_probs.json (default out/squad)")
     parser.add_argument("--device", default="cpu", choices=DEVICES)
     parser.add_argument("--bucket", action=argparse.BooleanOptionalAction, default=None,
@@ -79,7 +87,8 @@ class SquadRun:
         return self.windows / self.seconds["model"]
 
 
-def run_squad(model: QAModel, dataset, batch: int = 8, bucket: bool | None = None, progress: bool = False) -> SquadRun:
+def run_squad(model: QAModel, dataset, batch: int = 8, bucket: bool | None = None, progress: bool = False,
+              use_model_threshold: bool = True) -> SquadRun:
     """Answer every question of `dataset` (from `load_squad`) with `model` and score the answers."""
     if batch < 1:
         raise UserError(f"--batch must be at least 1, not {batch}")
@@ -93,7 +102,8 @@ def run_squad(model: QAModel, dataset, batch: int = 8, bucket: bool | None = Non
     encoded = time.perf_counter()
     logits = run_model(model, batches, progress=progress)
     ran = time.perf_counter()
-    answers = postprocess(windows, logits, contexts, SpanSearch(handle_impossible_answer=True))
+    search = model_search(model, use_model_threshold=use_model_threshold, handle_impossible_answer=True)
+    answers = postprocess(windows, logits, contexts, search)
     finished = time.perf_counter()
 
     result = SquadRun(
@@ -112,16 +122,16 @@ def run(args) -> int:
     if args.batch < 1:
         raise UserError(f"--batch must be at least 1, not {args.batch}")
     out = _output_dir(args.out)
-    dataset = load_squad(args.data, args.limit)
+    dataset = load_squad(args.data, args.limit, split=args.split, sample=args.sample, seed=args.seed)
     model = QAModel.load(args.model, args.config, args.device, fast=args.fast)
-    result = run_squad(model, dataset, args.batch, bucket, progress=True)
+    result = run_squad(model, dataset, args.batch, bucket, progress=True, use_model_threshold=not args.pipeline_null)
     write_json(out / "predictions.json", result.predictions)
     write_json(out / "na_probs.json", result.na_probs)
     write_json(out / "eval.json", result.scores)
 
     scores, seconds = result.scores, result.seconds
     print(f"{len(result.ids)} questions -> {result.windows} windows ({result.extra_windows} extra from long contexts); "
-          f"model {args.model}, {args.config}, batch {args.batch}, {args.device}, "
+          f"model {args.model}, {args.config}, batch {args.batch}, {args.device}, {args.split} articles, "
           f"{'bucketed' if bucket else 'static 384'} batches ({100 * result.padding:.0f}% padding)")
     print(f"EM {scores['exact']:.2f}  F1 {scores['f1']:.2f}  over {scores['total']}")
     for split in ("HasAns", "NoAns"):
