@@ -74,16 +74,16 @@ def check_batch(batch: int, device: str, card: str | None) -> None:
 
 
 def choose_model(requested: str | None) -> tuple[str, str | None]:
-    """The model to run and, when falling back to the offline stand-in, the warning to show."""
-    from .sources import DEFAULT_MODEL, hub_reachable, is_cached_on_hub
+    """The model to run and, when falling back to the offline model, the warning to show."""
+    from .sources import DEFAULT_MODEL, OFFLINE_DEFAULT, hub_reachable, is_cached_on_hub
 
     if requested is not None:
         return requested, None
     if is_cached_on_hub(DEFAULT_MODEL) or hub_reachable(DEFAULT_MODEL):
         return DEFAULT_MODEL, None
-    return "minilm", (
-        f"{DEFAULT_MODEL} is not in the HF cache and the hub is unreachable: running the offline stand-in 'minilm' "
-        "(pretrained encoder, untrained QA head: its answers are not meaningful)"
+    return OFFLINE_DEFAULT, (
+        f"{DEFAULT_MODEL} is not in the HF cache and the hub is unreachable: running the offline model "
+        f"'{OFFLINE_DEFAULT}' (MiniLM fine-tuned on 23 SQuAD v2 dev articles, shipped in the package)"
     )
 
 
@@ -108,8 +108,8 @@ class DemoResult:
 def run_demo(inputs: list[QAInput], model_name: str, config: str, device: str, batch: int, card: str | None = None,
              warnings: list[str] | None = None) -> DemoResult:
     from .runtime import QAModel
-    from .squad.pipeline import buckets_by_default, run_model
-    from .squad.postprocess import SpanSearch, postprocess
+    from .squad.pipeline import buckets_by_default, model_search, run_model
+    from .squad.postprocess import postprocess
     from .squad.preprocess import WindowConfig, encode, make_batches
 
     timings: dict[str, float] = {}
@@ -132,7 +132,7 @@ def run_demo(inputs: list[QAInput], model_name: str, config: str, device: str, b
         timings[run] = time.perf_counter() - started
 
     started = time.perf_counter()
-    answers = postprocess(windows, logits, contexts, SpanSearch(handle_impossible_answer=True))
+    answers = postprocess(windows, logits, contexts, model_search(model, handle_impossible_answer=True))
     timings["postprocessing_s"] = time.perf_counter() - started
 
     rows = [
@@ -173,8 +173,8 @@ def add_arguments(parser) -> None:
 
     parser.add_argument("--input", type=Path, default=PACKAGED_INPUT, help="JSON list of exactly BATCH {context, question} objects")
     parser.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="inputs per batch (default %(default)s)")
-    parser.add_argument("--model", default=None, help="HF hub id, local directory, tiny, minilm or large-random "
-                        "(default: phiyodr/bert-large-finetuned-squad2 if available, else minilm)")
+    parser.add_argument("--model", default=None, help="HF hub id, local directory, minilm-squad2, tiny, minilm or large-random "
+                        "(default: phiyodr/bert-large-finetuned-squad2 if available, else minilm-squad2)")
     parser.add_argument("--config", default=DEFAULT_RUN_CONFIG, help="run configuration (default %(default)s)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "tt"))
     parser.add_argument("--card", default=None, choices=("e150", "n150", "n300", "p150"),
