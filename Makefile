@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install $(PIP_QUIET) "$(TORCH)"
-	$(VENV)/bin/pip install $(PIP_QUIET) -e ".[test,notebooks]"
+	$(VENV)/bin/pip install $(PIP_QUIET) -e ".[test,notebooks,bench]"
 	touch $@
 
 # transformers 4.57 still has pipeline("question-answering"): tests compare our answers with it.

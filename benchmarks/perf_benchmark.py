@@ -1,19 +1,24 @@
-"""bertl11's torch paths against HF transformers eager, BERT-large at seq 384, same process, interleaved.
+"""bertl11's torch paths against HF transformers eager and ONNX Runtime, BERT-large at seq 384, same process,
+interleaved.
 
     python benchmarks/perf_benchmark.py                      # large-random, batch 1 and 4, all variants
-    python benchmarks/perf_benchmark.py --variants fast-int8 --batches 1 --rounds 5
+    python benchmarks/perf_benchmark.py --variants fast-int8 ort-int8 --batches 1 --rounds 5 --threads 2
 
-Every round runs each variant once per batch size, HF eager (bfloat16, the issue's yardstick, and float32,
-which this CPU runs faster) first, so all see the same machine load; a speedup is the median over rounds of
-(HF time / variant time) from the same round.
-PCC is against HF in float32 on the same inputs (every position a real token, see `bertl11.perf`).
+Every round runs each variant once per batch size, the yardsticks first, so all see the same machine load;
+a speedup is the median over rounds of (reference time / variant time) from the same round.
+Yardsticks: HF eager in float32 and, where this CPU has native bfloat16 GEMMs (`bertl11.machine`), in
+bfloat16; both are printed, and `x HF` is against the faster. `x ORT` is against ONNX Runtime's faster
+variant. PCC is against HF in float32 on the same inputs (every position a real token, see `bertl11.perf`).
 
-Variants (each one step of issue 7's list, so the table shows what each step buys):
+Variants:
     simulated-bf16    the 11-op simulation of BFLOAT16-DRAM (the parity-tested path)
     fast-bf16         BFLOAT16-DRAM fast path: no per-op rounding, SDPA for ops 3-5
     fast-fp32         FLOAT32 fast path: the same in float32
-    fast-int8         BFLOAT8_B-SHARDED fast path: int8 VNNI encoder linears, float32 elsewhere
+    fast-int8         BFLOAT8_B-SHARDED fast path: the 8-bit kernel `bertl11 doctor` names, float32 elsewhere
     fast-int8-compiled   the same under torch.compile (first-run compile time reported)
+    ort-fp32          ONNX Runtime (pip install 'bertl11[bench]'): the same HF model exported to ONNX, fused by
+                      onnxruntime.transformers' BERT optimizer (attention, layernorm, GELU), float32
+    ort-int8          that optimised model with dynamic int8 quantisation (onnxruntime.quantization)
 """
 
 from __future__ import annotations
@@ -21,14 +26,17 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+import tempfile
 import time
+from pathlib import Path
 from statistics import median
 
+import numpy as np
 import torch
 
-from bertl11 import QAModel, resolve_model
+from bertl11 import QAModel, machine, resolve_model
 from bertl11.compare import pcc
-from bertl11.perf import compiled, hf_logits, synthetic_inputs
+from bertl11.perf import compiled, hf_dtypes, hf_logits, synthetic_inputs
 
 VARIANTS = {
     # name: (config, fast, compile)
@@ -38,6 +46,60 @@ VARIANTS = {
     "fast-int8": ("BFLOAT8_B-SHARDED", True, False),
     "fast-int8-compiled": ("BFLOAT8_B-SHARDED", True, True),
 }
+ONNX_VARIANTS = ("ort-fp32", "ort-int8")
+INPUT_NAMES = ("input_ids", "token_type_ids", "attention_mask")
+HF_NAMES = {torch.float32: "hf-fp32", torch.bfloat16: "hf-bf16"}
+
+
+class LogitsOf(torch.nn.Module):
+    """HF's QA model as a function of the three id tensors, returning (start, end): what ONNX export traces."""
+
+    def __init__(self, hf):
+        super().__init__()
+        self.hf = hf
+
+    def forward(self, input_ids, token_type_ids, attention_mask):
+        out = self.hf(input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask)
+        return out.start_logits, out.end_logits
+
+
+def export_onnx(hf32, shape, example, directory: Path) -> dict[str, Path]:
+    """The HF model as ONNX files: optimised float32 and its dynamic int8 quantisation."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    hf = copy.deepcopy(hf32).eval()
+    hf.set_attn_implementation("eager")  # the attention pattern the BERT optimizer fuses
+    exported, optimised, quantised = directory / "hf.onnx", directory / "ort-fp32.onnx", directory / "ort-int8.onnx"
+    axes = {name: {0: "batch", 1: "seq"} for name in (*INPUT_NAMES, "start_logits", "end_logits")}
+    torch.onnx.export(LogitsOf(hf).eval(), example, str(exported), input_names=list(INPUT_NAMES),
+                      output_names=["start_logits", "end_logits"], dynamic_axes=axes, opset_version=17, dynamo=False)
+    optimize_model(str(exported), model_type="bert", num_heads=shape.num_heads,
+                   hidden_size=shape.hidden_size).save_model_to_file(str(optimised), use_external_data_format=True)
+    quantize_dynamic(str(optimised), str(quantised), weight_type=QuantType.QInt8, use_external_data_format=True,
+                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    return {"ort-fp32": optimised, "ort-int8": quantised}
+
+
+def onnx_runners(hf32, shape, example, threads: int, directory: Path) -> dict:
+    """name -> run(input_ids, token_type_ids, attention_mask) -> (start, end) float32 tensors, per ORT variant."""
+    import onnxruntime
+
+    runners = {}
+    for name, path in export_onnx(hf32, shape, example, directory).items():
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+        def run(*inputs, session=session):
+            feed = {name: np.ascontiguousarray(t.numpy()) for name, t in zip(INPUT_NAMES, inputs)}
+            start, end = session.run(None, feed)
+            return torch.from_numpy(start), torch.from_numpy(end)
+
+        runners[name] = run
+    return runners
 
 
 def main() -> None:
@@ -46,52 +108,77 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--seq", type=int, default=384)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", choices=[*VARIANTS, *ONNX_VARIANTS], default=[*VARIANTS, *ONNX_VARIANTS])
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
-                        help="torch CPU threads (default %(default)s); 1 keeps a core another job holds out of every GEMM")
+                        help="torch and ONNX Runtime CPU threads (default %(default)s)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     source = resolve_model(args.model)
-    print(f"{source.name}, seq {args.seq}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"load average {os.getloadavg()[0]:.1f}")
+    found = machine.probe()
+    print(f"{source.name}, seq {args.seq}, torch {torch.__version__}, {torch.get_num_threads()} threads, CPU "
+          f"{found.capability} ({found.flags_text()}), load average {os.getloadavg()[0]:.2f}")
     hf32 = source.hf_model()
     inputs = {b: synthetic_inputs(source.shape.vocab_size, b, args.seq) for b in args.batches}
     reference = {b: hf_logits(hf32, x) for b, x in inputs.items()}  # float32 HF, for PCC
-    hf16 = copy.deepcopy(hf32).to(torch.bfloat16)
-    references = {"hf-bf16": lambda *x: hf_logits(hf16, x), "hf-fp32": lambda *x: hf_logits(hf32, x)}
+    dtypes, skipped = hf_dtypes("cpu")
+    references = {}
+    for dtype in dtypes:
+        hf = hf32 if dtype == torch.float32 else copy.deepcopy(hf32).to(dtype)
+        references[HF_NAMES[dtype]] = lambda *x, hf=hf: hf_logits(hf, x)
+    if skipped:
+        print(f"  hf-bf16 {skipped}")
 
     runners, first_runs, agreement = {}, {}, {}
-    for name in args.variants:
-        config, fast, compile_ = VARIANTS[name]
-        started = time.perf_counter()
-        model = QAModel.load(source, config, fast=fast)
-        load = time.perf_counter() - started
-        runners[name] = compiled(model, "cpu") if compile_ else model
-        for b, x in inputs.items():
+    onnx_wanted = [name for name in args.variants if name in ONNX_VARIANTS]
+    with tempfile.TemporaryDirectory(prefix="bertl11-onnx-") as directory:
+        if onnx_wanted:
             started = time.perf_counter()
-            start, end = runners[name](*x)
-            first_runs[name, b] = time.perf_counter() - started
-            agreement[name, b] = min(pcc(start, reference[b][0]), pcc(end, reference[b][1]))
-        print(f"  loaded {name} in {load:.1f} s (first runs: "
-              + ", ".join(f"batch {b} {first_runs[name, b]:.1f} s" for b in args.batches) + ")", flush=True)
-
-    times: dict[tuple[str, int], list[float]] = {}
-    for round_ in range(args.rounds):
-        for b, x in inputs.items():
-            for name, run in [*references.items(), *runners.items()]:
+            exported = onnx_runners(hf32, source.shape, inputs[args.batches[0]], args.threads, Path(directory))
+            runners |= {name: exported[name] for name in onnx_wanted}
+            print(f"  exported, optimised and quantised ONNX in {time.perf_counter() - started:.1f} s", flush=True)
+        for name in args.variants:
+            if name in ONNX_VARIANTS:
+                continue
+            config, fast, compile_ = VARIANTS[name]
+            started = time.perf_counter()
+            model = QAModel.load(source, config, fast=fast)
+            load = time.perf_counter() - started
+            runners[name] = compiled(model, "cpu") if compile_ else model
+            print(f"  loaded {name} in {load:.1f} s: {model.ops.kernel()}", flush=True)
+        for name, run in runners.items():
+            for b, x in inputs.items():
                 started = time.perf_counter()
-                run(*x)
-                times.setdefault((name, b), []).append(time.perf_counter() - started)
-        print(f"  round {round_ + 1}/{args.rounds} done, load average {os.getloadavg()[0]:.1f}", flush=True)
+                start, end = run(*x)
+                first_runs[name, b] = time.perf_counter() - started
+                agreement[name, b] = min(pcc(start, reference[b][0]), pcc(end, reference[b][1]))
 
-    print(f"\n{'variant':<20}{'batch':>6}{'inf/s':>9}{'x HF bf16':>11}{'x HF fp32':>11}{'PCC vs HF fp32':>16}{'first run s':>13}")
+        times: dict[tuple[str, int], list[float]] = {}
+        for round_ in range(args.rounds):
+            for b, x in inputs.items():
+                for name, run in [*references.items(), *runners.items()]:
+                    started = time.perf_counter()
+                    run(*x)
+                    times.setdefault((name, b), []).append(time.perf_counter() - started)
+            print(f"  round {round_ + 1}/{args.rounds} done, load average {os.getloadavg()[0]:.2f}", flush=True)
+
+    def ratio(reference_name, name, b):
+        return median(r / o for r, o in zip(times[reference_name, b], times[name, b]))
+
+    print(f"\n{'variant':<20}{'batch':>6}{'inf/s':>9}{'x HF fp32':>11}{'x HF bf16':>11}{'x HF':>7}{'x ORT':>7}"
+          f"{'PCC vs HF fp32':>16}{'first run s':>13}")
     for b in args.batches:
+        hf_best = min(references, key=lambda name: median(times[name, b]))
+        onnx_names = [name for name in runners if name in ONNX_VARIANTS]
+        ort_best = min(onnx_names, key=lambda name: median(times[name, b])) if onnx_names else None
         for name in [*references, *runners]:
-            ours = times[name, b]
-            ratios = [median(h / o for h, o in zip(times[ref, b], ours)) for ref in references]
-            pcc_text = f"{agreement[name, b]:>16.5f}{first_runs[name, b]:>13.1f}" if name in runners else ""
-            print(f"{name:<20}{b:>6}{b / median(ours):>9.3f}{ratios[0]:>11.2f}{ratios[1]:>11.2f}{pcc_text}")
+            cells = [f"{ratio(ref, name, b):>11.2f}" if ref in references else f"{'-':>11}" for ref in ("hf-fp32", "hf-bf16")]
+            cells.append(f"{ratio(hf_best, name, b):>7.2f}")
+            cells.append(f"{ratio(ort_best, name, b):>7.2f}" if ort_best else f"{'-':>7}")
+            tail = f"{agreement[name, b]:>16.5f}{first_runs[name, b]:>13.1f}" if name in runners else ""
+            print(f"{name:<20}{b:>6}{b / median(times[name, b]):>9.3f}{''.join(cells)}{tail}")
+        print(f"(batch {b}: x HF against {hf_best}" + (f", x ORT against {ort_best})" if ort_best else ")"))
+    print(f"load average {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

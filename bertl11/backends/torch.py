@@ -1,21 +1,28 @@
 """The torch backend: the op interface on CPU or CUDA tensors, in float32 or bfloat16.
 
-`TorchOps` simulates the run configuration: its BFLOAT8_B tensors are rounded through the block-float format
-(`bfp8.quantize`) and then held in the compute dtype, so the numbers match what the device stores.
-`FastTorchOps` is the speed path (`QAModel.load(..., fast=True)`): int8 GEMMs on CPU for 8-bit configs,
-fused attention, no per-op rounding; see its docstring and docs/performance.md.
+`TorchOps` simulates the run configuration: every op output is the device's bfloat16 result rounded through
+its storage dtype (BFLOAT8_B via `bfp8.quantize`), so the numbers match what the device stores. Where the
+CPU has no fast bfloat16 GEMM (`machine.probe`), that arithmetic runs in float32 on the rounded values.
+`FastTorchOps` is the speed path (`QAModel.load(..., fast=True)`): the fastest GEMM the machine has (int8 for
+8-bit configs where an int8 kernel is fast), fused attention, no per-op rounding; see its docstring and
+docs/performance.md.
 """
 
 from __future__ import annotations
 
+import warnings
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 
+from .. import machine
 from ..config import BFLOAT8_B, BFLOAT16, FLOAT32, BertShape, RunConfig, get_run_config
 from ..model import bert_qa
-from ..weights import parameter_tree
+from ..weights import parameter_tree, tensor_kind
 
 TORCH_DTYPES = {FLOAT32: torch.float32, BFLOAT16: torch.bfloat16}
+GEMM_KINDS = ("matmul_weights", "qa_head_weights")
 # The seed clamps HF's extended attention mask to this value (finfo.min overflows in bf16 arithmetic).
 MASK_VALUE = -100000.0
 # Int8 linears: input channels per linear kept in float32, and the seeded batch that finds them.
@@ -35,6 +42,17 @@ def round_to(t: torch.Tensor, dtype: str) -> torch.Tensor:
     return t
 
 
+def gemm_dtype(run_config: RunConfig, device: torch.device) -> tuple[torch.dtype, str]:
+    """The torch dtype a config's GEMMs run in on `device`, and why: float32 for FLOAT32; for the others
+    bfloat16 on CUDA, and on CPU what `machine.probe` finds fast."""
+    if run_config.compute_dtype == FLOAT32:
+        return torch.float32, "the FLOAT32 config"
+    if device.type != "cpu":
+        return torch.bfloat16, f"native on {device.type}"
+    choice = machine.probe().gemm_dtype()
+    return TORCH_DTYPES[choice.kernel], choice.reason
+
+
 class TorchOps:
     """`Ops` for torch tensors. Activations are [B, S, H] in the compute dtype."""
 
@@ -43,6 +61,10 @@ class TorchOps:
         self.run_config = run_config
         self.device = torch.device(device)
         self.dtype = TORCH_DTYPES[run_config.compute_dtype]
+        # Where bfloat16 GEMMs are not native, they run in float32 on the bfloat16 operands: a bfloat16 x
+        # bfloat16 product is exact in float32 and the sums accumulate in float32 either way, so only the
+        # summation order differs. Everything else stays in bfloat16 (elementwise kernels are fast anywhere).
+        self.gemm_dtype, self.gemm_reason = gemm_dtype(run_config, self.device)
         self.gelu_approximate = "none" if shape.hidden_act == "gelu" else "tanh"
 
     def prepare(self, flat: dict[str, torch.Tensor]):
@@ -51,7 +73,11 @@ class TorchOps:
         The weight cache already holds every tensor in its config dtype's values (BFLOAT8_B ones decoded),
         so nothing is rounded again here.
         """
-        return parameter_tree({name: t.to(self.device, self.dtype) for name, t in flat.items()})
+        return parameter_tree({name: t.to(self.device, self._dtype_of(name)) for name, t in flat.items()})
+
+    def _dtype_of(self, name: str) -> torch.dtype:
+        """GEMM operands (linear weights and biases) in the GEMM dtype, the rest in the compute dtype."""
+        return self.gemm_dtype if tensor_kind(name) in GEMM_KINDS else self.dtype
 
     def synchronize(self) -> None:
         """Wait for queued kernels (CUDA runs asynchronously), so a timer measures finished work."""
@@ -60,14 +86,23 @@ class TorchOps:
 
     def describe(self) -> str:
         """The numerics in a few words, for reports."""
-        return f"{self.run_config.name} simulated in {str(self.dtype).removeprefix('torch.')}"
+        gemm = "" if self.gemm_dtype == self.dtype else f", {str(self.gemm_dtype).removeprefix('torch.')} GEMMs"
+        return f"{self.run_config.name} simulated in {str(self.dtype).removeprefix('torch.')}{gemm}"
+
+    def kernel(self) -> str:
+        """The GEMM this path runs and why, in one line."""
+        return f"{str(self.gemm_dtype).removeprefix('torch.')} GEMMs ({self.gemm_reason})"
 
     def _store(self, tensor_name: str, t: torch.Tensor) -> torch.Tensor:
         """An op output as the device would hold it (e.g. BFLOAT8_B activations)."""
         return round_to(t, self.run_config.dtype_of(tensor_name))
 
     def _linear(self, x: torch.Tensor, p) -> torch.Tensor:
-        return torch.addmm(p.bias, x.reshape(-1, x.shape[-1]), p.weight).view(*x.shape[:-1], -1)
+        tokens = x.reshape(-1, x.shape[-1]).to(self.gemm_dtype)  # .to: no-ops where the GEMM dtype is native
+        return torch.addmm(p.bias, tokens, p.weight).to(self.dtype).view(*x.shape[:-1], -1)
+
+    def _matmul(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.matmul(a.to(self.gemm_dtype), b.to(self.gemm_dtype)).to(self.dtype)
 
     def embeddings(self, input_ids, token_type_ids, p):
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
@@ -89,13 +124,13 @@ class TorchOps:
         return q, k.transpose(-1, -2), v
 
     def q_kt(self, q, k_t):
-        return self._store("q_kt_output", torch.matmul(q, k_t))
+        return self._store("q_kt_output", self._matmul(q, k_t))
 
     def softmax(self, scores, mask, scale):
         return self._store("softmax_output", torch.softmax(scores * scale + mask, dim=-1))
 
     def attention_v(self, probs, v):
-        return self._store("attention_v_output", torch.matmul(probs, v))
+        return self._store("attention_v_output", self._matmul(probs, v))
 
     def concat_heads(self, context):
         batch, heads, seq, head_size = context.shape
@@ -172,59 +207,120 @@ def input_outliers(flat: dict[str, torch.Tensor], shape: BertShape, count: int) 
     }
 
 
+class IntMmLinear:
+    """tokens [M, K] @ w [K, N] through `torch._int_mm` (oneDNN s8 x s8 -> s32, fast with VNNI or AMX).
+
+    Weights are quantised per output column, activations per token at run time; the outlier input channels'
+    slice of the product (K = len(outlier_channels)) stays in float32 and does not set a token's scale.
+    """
+
+    def __init__(self, w: torch.Tensor, outlier_channels: torch.Tensor):
+        self.outlier_channels = outlier_channels
+        self.outlier_rows = w[outlier_channels].clone()
+        self.weight, self.scale = quantize_columns(w.index_fill(0, outlier_channels, 0.0))
+
+    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
+        rows, row_scale = quantize_rows(tokens, self.outlier_channels)
+        y = torch._int_mm(rows, self.weight).float().mul_(row_scale).mul_(self.scale)
+        return y.addmm_(tokens[:, self.outlier_channels], self.outlier_rows)
+
+
+class FbgemmLinear:
+    """tokens [M, K] @ w [K, N] through fbgemm's dynamically quantised linear (`torch.ops.quantized`), the
+    int8 kernel AVX2 CPUs run fast (u8 x s8 with 16-bit pair sums; `reduce_range` keeps activations to 7 bits
+    so those sums never saturate, on every CPU alike).
+
+    fbgemm gives a whole call one activation scale, so each token is first divided by its largest value
+    (outlier channels aside): one scale then serves every token as a per-token scale would. Weights per
+    output column; outlier input channels in float32, as in `IntMmLinear`.
+    """
+
+    def __init__(self, w: torch.Tensor, outlier_channels: torch.Tensor | None = None):
+        self.outlier_channels = torch.empty(0, dtype=torch.long) if outlier_channels is None else outlier_channels
+        self.outlier_rows = w[self.outlier_channels].clone()
+        kept = w.float().index_fill(0, self.outlier_channels, 0.0)
+        scale = kept.abs().amax(dim=0).clamp_(min=1e-12).div_(127.0).double()
+        zero_points = torch.zeros(w.shape[1], dtype=torch.long)
+        with warnings.catch_warnings(), quantized_engine("fbgemm"):
+            warnings.simplefilter("ignore")  # torch deprecates quantized tensors, fbgemm's only way in
+            qweight = torch.quantize_per_channel(kept.t().contiguous(), scale, zero_points, 0, torch.qint8)
+            self.packed = torch.ops.quantized.linear_prepack(qweight, None)
+
+    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
+        magnitudes = tokens.abs().index_fill_(1, self.outlier_channels, 0.0)
+        row_scale = magnitudes.amax(dim=1, keepdim=True).clamp_(min=1e-12)
+        normalised = tokens.div(row_scale).index_fill_(1, self.outlier_channels, 0.0)
+        y = torch.ops.quantized.linear_dynamic(normalised, self.packed, True).mul_(row_scale)
+        return y.addmm_(tokens[:, self.outlier_channels], self.outlier_rows)
+
+
+@contextmanager
+def quantized_engine(name: str):
+    previous = torch.backends.quantized.engine
+    torch.backends.quantized.engine = name
+    try:
+        yield
+    finally:
+        torch.backends.quantized.engine = previous
+
+
+INT8_LINEARS = {"int_mm": IntMmLinear, "fbgemm": FbgemmLinear}
+
+
 class FastTorchOps(TorchOps):
     """`Ops` tuned for speed rather than for the device's numerics.
 
-    - Weights are laid out once at load. On CPU, 8-bit weight configs (BFLOAT8_B) run their encoder
-      linears as int8 x int8 -> int32 GEMMs (VNNI, 4x the float32 rate here): weights quantised per output
-      column, activations per token at run time, except a few outlier input channels per linear
-      (`input_outliers`), whose small slice of the product stays in float32. BFLOAT8_B is 8 bits too,
-      but with one exponent per 16 values along the output axis, which an integer GEMM cannot factor out:
-      these are not the device's values. Activations between GEMMs stay float32 (int32 accumulators
-      dequantise to it, and without AMX a CPU runs bfloat16 no faster).
+    - Weights are laid out once at load. Float GEMMs run in the config's compute dtype (float32 for FLOAT32;
+      otherwise bfloat16 on CUDA, and on CPU whichever of bfloat16 and float32 `machine.probe` finds faster).
+    - On CPU, 8-bit weight configs (BFLOAT8_B) run their encoder linears through an int8 kernel where the
+      machine has a fast one (`machine.Machine.int8_kernel`: `torch._int_mm` with VNNI/AMX, fbgemm on AVX2):
+      weights quantised per output column, activations per token at run time, except a few outlier input
+      channels per linear (`input_outliers`), whose small slice of the product stays in float32.
+      BFLOAT8_B is 8 bits too, but with one exponent per 16 values along the output axis, which an integer
+      GEMM cannot factor out: these are not the device's values. Activations between the int8 GEMMs stay
+      float32 (int32 accumulators dequantise to it).
     - Op outputs are not rounded through the config's storage dtypes (no per-op BFLOAT8_B simulation).
     - Q.K^T, softmax and .V run as one fused kernel (`scaled_dot_product_attention` with the padding mask).
     """
 
     def __init__(self, shape: BertShape, run_config: RunConfig, device: str | torch.device = "cpu"):
         super().__init__(shape, run_config, device)
-        self.int8_linears = self.device.type == "cpu" and run_config.weights == BFLOAT8_B
-        if self.int8_linears:
-            self.dtype = torch.float32
+        self.int8 = machine.Choice("none", "not an 8-bit weight config" if run_config.weights != BFLOAT8_B
+                                   else f"int8 GEMMs are a CPU choice, not taken on {self.device.type}")
+        if self.device.type == "cpu" and run_config.weights == BFLOAT8_B:
+            self.int8 = machine.probe().int8_kernel()
+        if self.int8.kernel != "none":
+            self.gemm_dtype = torch.float32
+        self.dtype = self.gemm_dtype  # no per-op rounding here: everything in the GEMM dtype
 
     def prepare(self, flat: dict[str, torch.Tensor]):
-        if not self.int8_linears:
+        if self.int8.kernel == "none":
             return parameter_tree({name: t.to(self.device, self.dtype) for name, t in flat.items()})
         flat = {name: t.float() for name, t in flat.items()}
         outliers = input_outliers(flat, self.shape, OUTLIER_CHANNELS)
-        prepared = {}
-        for name, t in flat.items():
-            if name in outliers:
-                channels = outliers[name]
-                prepared[name + "_outlier_channels"] = channels
-                prepared[name + "_outlier_rows"] = t[channels].clone()
-                prepared[name], prepared[name + "_scale"] = quantize_columns(t.index_fill(0, channels, 0.0))
-            else:
-                prepared[name] = t
-        return parameter_tree(prepared)
+        linear = INT8_LINEARS[self.int8.kernel]
+        return parameter_tree({name: linear(t, outliers[name]) if name in outliers else t for name, t in flat.items()})
 
     def describe(self) -> str:
-        dtype = str(self.dtype).removeprefix("torch.")
-        if self.int8_linears:
-            return f"int8 encoder linears (per-token x per-column, {OUTLIER_CHANNELS} float input channels), {dtype} elsewhere"
-        return f"{dtype}, fused attention"
+        if self.int8.kernel != "none":
+            return (f"int8 encoder linears ({self.int8.kernel}, per-token x per-column, {OUTLIER_CHANNELS} float "
+                    "input channels), float32 elsewhere")
+        return f"{str(self.dtype).removeprefix('torch.')}, fused attention"
+
+    def kernel(self) -> str:
+        if self.int8.kernel != "none":
+            return f"int8 {self.int8.kernel} encoder linears ({self.int8.reason})"
+        if self.run_config.weights == BFLOAT8_B:
+            return f"{super().kernel()}; no int8 ({self.int8.reason})"
+        return super().kernel()
 
     def _store(self, tensor_name: str, t: torch.Tensor) -> torch.Tensor:
         return t
 
     def _linear(self, x: torch.Tensor, p) -> torch.Tensor:
-        if p.weight.dtype != torch.int8:
+        if isinstance(p.weight, torch.Tensor):
             return super()._linear(x, p)
-        tokens = x.reshape(-1, x.shape[-1])
-        rows, row_scale = quantize_rows(tokens, p.weight_outlier_channels)
-        y = torch._int_mm(rows, p.weight).float().mul_(row_scale).mul_(p.weight_scale).add_(p.bias)
-        y.addmm_(tokens[:, p.weight_outlier_channels], p.weight_outlier_rows)
-        return y.view(*x.shape[:-1], -1)
+        return p.weight(x.reshape(-1, x.shape[-1])).add_(p.bias).view(*x.shape[:-1], -1)
 
     def fused_attention(self, q, k_t, v, mask, scale):
         """(3)-(5) in one kernel: softmax(Q.K^T * scale + mask) . V."""
