@@ -71,13 +71,12 @@ class Recipe:
 PRECISIONS = ("auto", "float32", "bfloat16")
 
 
-def native_bf16() -> bool:
-    """Whether this CPU has bfloat16 matmul instructions (AVX512-BF16 / AMX); elsewhere bf16 is ~200x slower."""
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
 def autocast_dtype(precision: str):
-    if precision == "bfloat16" or (precision == "auto" and native_bf16()):
+    """bfloat16 for autocast, or None (float32): `auto` asks the machine probe whether bf16 GEMMs are native
+    here (elsewhere they run ~200x slower than float32)."""
+    from .machine import probe
+
+    if precision == "bfloat16" or (precision == "auto" and probe().native("bfloat16")):
         return torch.bfloat16
     return None
 
