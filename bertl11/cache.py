@@ -52,7 +52,7 @@ from safetensors.torch import save as save_safetensors
 from tqdm import tqdm
 
 from . import bfp8
-from .config import BFLOAT8_B, BFLOAT16, DEFAULT_RUN_CONFIG, FLOAT32, RunConfig, get_run_config
+from .config import BFLOAT8_B, BFLOAT16, FLOAT32, RunConfig, get_run_config
 from .errors import UserError
 from .sources import ModelSource, resolve_model
 from .weights import import_state_dict, tensor_kind
@@ -374,12 +374,9 @@ def cache_bytes(directory: Path) -> int:
 
 
 def add_arguments(parser) -> None:
-    from .config import RUN_CONFIGS
-    from .sources import DEFAULT_MODEL
+    from .options import add_weight_options
 
-    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"HF hub id, local directory, tiny, minilm or large-random[-N] (default {DEFAULT_MODEL})")
-    parser.add_argument("--config", default=DEFAULT_RUN_CONFIG, choices=list(RUN_CONFIGS), help=f"run configuration (default {DEFAULT_RUN_CONFIG})")
-    parser.add_argument("--cache-dir", type=Path, default=None, help="cache root (default $BERTL11_CACHE or ~/.cache/bertl11)")
+    add_weight_options(parser)
     parser.add_argument("--force", action="store_true", help="convert again even if a valid cache exists")
 
 

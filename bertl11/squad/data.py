@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import UserError
+from ..errors import UserError, require_at_least
 from ..files import read_json
 
 HUB_DATASET = "rajpurkar/squad_v2"
@@ -124,8 +124,7 @@ def load_squad(data: str = "auto", limit: int | None = None):
     else:
         dataset = read_squad_file(data)
     if limit is not None:
-        if limit < 1:
-            raise UserError(f"--limit must be at least 1, not {limit}")
+        require_at_least("--limit", limit)
         dataset = dataset.select(range(min(limit, len(dataset))))
     return dataset
 
