@@ -18,8 +18,6 @@ Memory: ops never free their inputs; the model calls `release` after a tensor's 
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 import torch
@@ -33,13 +31,13 @@ from ..plan import (
     BLOCK_SHARDED, INTERLEAVED, MULTICAST, EncoderShape, LayerNormProgram, MatmulProgram, Plan,
     SoftmaxProgram, interleave_qkv, make_plan,
 )
+from ..verified import MANIFEST, StaleCache, file_entry, read_manifest, sha256_file, verify_files
 from ..weights import parameter_tree, tensor_kind
 from .torch import MASK_VALUE
 from .ttnn_program_configs import build_program_config
 
 # The seed runs layernorm at HiFi4 and the matmuls at ttnn's defaults (tt/bert_encoder.py).
 LAYERNORM_FIDELITY = "HiFi4"
-MANIFEST = "manifest.json"
 
 
 def import_ttnn():
@@ -108,14 +106,6 @@ def open_tt_device(ttnn) -> tuple[object, Device]:
     except UserError:
         ttnn.close_device(device)
         raise
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class TtnnOps(Backend):
@@ -222,29 +212,26 @@ class TtnnOps(Backend):
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as temporary:
             self.ttnn.dump_tensor(temporary, host)
-        return {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+        return file_entry(path)
 
     def _header(self, groups: int) -> dict:
         source = self.source_manifest
         return {
             "ttnn": getattr(self.ttnn, "__version__", "unknown"), "config": self.run_config.name, "qkv_groups": groups,
-            "source": _sha256(source) if source is not None and source.is_file() else None,
+            "source": sha256_file(source) if source is not None and source.is_file() else None,
         }
 
     def _read_manifest(self, directory: Path | None, groups: int) -> dict | None:
         """The manifest if it matches and every file verifies; None means convert (and rewrite) the cache."""
-        if directory is None or not (directory / MANIFEST).is_file():
+        if directory is None:
             return None
         try:
-            manifest = json.loads((directory / MANIFEST).read_text())
-        except (OSError, ValueError):
-            return None
-        if manifest.get("header") != self._header(groups):
-            return None
-        for file_name, entry in manifest.get("files", {}).items():
-            path = directory / file_name
-            if not path.is_file() or path.stat().st_size != entry["bytes"] or _sha256(path) != entry["sha256"]:
+            manifest = read_manifest(directory)
+            if manifest.get("header") != self._header(groups):
                 return None
+            verify_files(directory, manifest.get("files", {}))
+        except (StaleCache, KeyError, TypeError):
+            return None
         return manifest
 
     def _write_manifest(self, directory: Path, groups: int, entries: dict) -> None:
