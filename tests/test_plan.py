@@ -8,7 +8,7 @@ from bertl11.cli import main
 from bertl11.devices import DEVICES
 from bertl11.plan import MULTICAST, REUSE, PlanError, make_plan, out_subblock, problems
 
-# The seed's tt/model_config.py, BFLOAT8_B-SHARDED at batch 12 (reference.md section 1):
+# The seed's tt/model_config.py, BFLOAT8_B-SHARDED at batch 12 (docs/sources.md section 1):
 # op -> (program kind, in0_block_w, out_subblock_h, out_subblock_w, per_core_M, per_core_N)
 SEED_MATMULS = {
     "qkv": (MULTICAST, 4, 1, 6, 12, 12),
