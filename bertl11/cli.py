@@ -17,6 +17,7 @@ COMMANDS = {
     "demo": ("bertl11.demo", "answer one batch of questions from a JSON file, with timings"),
     "squad": ("bertl11.squad.run", "run the model over SQuAD v2 and score it"),
     "score": ("bertl11.squad.metric", "score SQuAD v2 predictions with the official semantics"),
+    "finetune": ("bertl11.finetune", "fine-tune an HF BERT encoder for SQuAD v2 question answering"),
     "convert": ("bertl11.cache", "convert HF weights into the on-disk weight cache"),
     "perf": ("bertl11.perf", "end-to-end throughput, optionally side by side with HF"),
     "profile": ("bertl11.profile", "time every op of every layer; CSV and bar chart"),

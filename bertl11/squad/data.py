@@ -98,8 +98,12 @@ def read_hub():
     return dataset.select_columns(list(_features())).cast(_features())
 
 
-def load_squad(data: str = "auto", limit: int | None = None):
-    """SQuAD v2 questions in data order, the first `limit` of them when given."""
+def load_squad(data: str = "auto", limit: int | None = None, *, split: str = "all", sample: int | None = None,
+               seed: int = 0):
+    """SQuAD v2 questions in data order: those of `split` (`squad.split`), then the first `limit` of them,
+    or `sample` of them drawn with `seed`."""
+    from .split import draw_sample, select_split
+
     if data == "hub":
         dataset = read_hub()
     elif data == "auto":
@@ -111,6 +115,11 @@ def load_squad(data: str = "auto", limit: int | None = None):
             raise UserError(f"the hub is unreachable and there is no {LOCAL_DEV_FILE} here; pass --data FILE")
     else:
         dataset = read_squad_file(data)
+    dataset = select_split(dataset, split)
+    if limit is not None and sample is not None:
+        raise UserError("--limit and --sample both choose questions; give one")
+    if sample is not None:
+        return draw_sample(dataset, sample, seed)
     if limit is not None:
         require_at_least("--limit", limit)
         dataset = dataset.select(range(min(limit, len(dataset))))

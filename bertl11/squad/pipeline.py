@@ -12,7 +12,7 @@ notebook 02 all come through here):
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..errors import require_at_least
 from .postprocess import Answer, SpanSearch, postprocess
@@ -61,16 +61,27 @@ class PipelineRun:
         return 1 - sum(len(w) for w in self.windows) / sum(b.input_ids.numel() for b in self.batches)
 
 
+def model_search(model, search: SpanSearch = SpanSearch(), use_model_threshold: bool = True) -> SpanSearch:
+    """`search` with `model`'s shipped null-score threshold (a `bertl11 finetune` output, `minilm-squad2`) unless
+    `use_model_threshold=False` (then "no answer" follows the pipeline's handle_impossible_answer rule)."""
+    threshold = model.source.na_prob_threshold if use_model_threshold else None
+    return replace(search, na_prob_threshold=threshold) if threshold is not None else search
+
+
 def run_pipeline(model, questions: list[str], contexts: list[str], *, batch_size: int = 8,
-                 search: SpanSearch = SpanSearch(), window_config: WindowConfig = WindowConfig(),
-                 bucket: bool | None = None, model_runs: int = 1, progress: bool = False) -> PipelineRun:
+                 search: SpanSearch = SpanSearch(), use_model_threshold: bool = True,
+                 window_config: WindowConfig = WindowConfig(), bucket: bool | None = None, model_runs: int = 1,
+                 progress: bool = False) -> PipelineRun:
     """Answer each question from its context, timing each stage.
 
     model:   a `bertl11.QAModel`
+    search:  how spans are chosen; a model that ships a null-score threshold answers "" when na_prob exceeds
+             it, unless use_model_threshold=False (`model_search`)
     bucket:  pad batches by length (default: on for cpu/cuda, off for tt)
     model_runs: passes over the batches (the demo times a first and a cached one); answers come from the last
     """
     require_at_least("model runs", model_runs)
+    search = model_search(model, search, use_model_threshold)
     questions, contexts = list(questions), list(contexts)
     bucket = buckets_by_default(model.device) if bucket is None else bucket
     started = time.perf_counter()
@@ -91,14 +102,17 @@ def run_pipeline(model, questions: list[str], contexts: list[str], *, batch_size
 
 def answer(model, questions: list[str], contexts: list[str], *, batch_size: int = 8, top_k: int = 1,
            handle_impossible_answer: bool = False, max_answer_len: int = 15, align_to_words: bool = True,
-           window_config: WindowConfig = WindowConfig(), bucket: bool | None = None, progress: bool = False) -> list[Answer]:
+           window_config: WindowConfig = WindowConfig(), bucket: bool | None = None, progress: bool = False,
+           use_model_threshold: bool = True) -> list[Answer]:
     """Answer each question from its context, as HF `pipeline("question-answering")` would on the same model.
 
     model:  a `bertl11.QAModel`
     Returns one `Answer` per question: text, score, start/end character offsets in the context, na_prob,
     and (top_k > 1) the runners-up in `alternatives`. With handle_impossible_answer the answer may be ""
-    (`is_impossible`). bucket: pad batches by length (default: on for cpu/cuda, off for tt).
+    (`is_impossible`). A model that ships a null-score threshold (`minilm-squad2`, a `bertl11 finetune`
+    output) answers "" when na_prob exceeds it; use_model_threshold=False gives the pipeline's behaviour.
+    bucket: pad batches by length (default: on for cpu/cuda, off for tt).
     """
     search = SpanSearch(top_k, max_answer_len, handle_impossible_answer, align_to_words)
     return run_pipeline(model, questions, contexts, batch_size=batch_size, search=search, window_config=window_config,
-                        bucket=bucket, progress=progress).answers
+                        bucket=bucket, progress=progress, use_model_threshold=use_model_threshold).answers

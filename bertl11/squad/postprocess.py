@@ -6,7 +6,9 @@ n_best spans by start x end probability (start <= end, at most max_answer_len to
 become character spans of the context, widened to whole words when align_to_words is set. Across the
 question's windows, spans with the same text (ignoring case) add their scores and keep the first offsets.
 The question's null score is the smallest window null score; with handle_impossible_answer it competes
-as the answer "" and wins only when strictly higher than the best span.
+as the answer "" and wins only when strictly higher than the best span. A model fine-tuned here ships a
+threshold instead (`na_prob_threshold`, as HF run_qa's null_score_diff_threshold): the answer is "" when
+na_prob exceeds it. The pipeline's rule is the threshold 0.5.
 
 Probabilities are float32 like the pipeline's numpy arithmetic, so near-ties break the same way.
 `na_prob` = null / (null + best span score): above 0.5 exactly when the pipeline would answer "".
@@ -54,8 +56,11 @@ class SpanSearch:
     max_answer_len: int = 15
     handle_impossible_answer: bool = False
     align_to_words: bool = True
+    na_prob_threshold: float | None = None  # set: "" exactly when na_prob exceeds it (handle_impossible_answer aside)
 
     def __post_init__(self):
+        if self.na_prob_threshold is not None and not 0 <= self.na_prob_threshold <= 1:
+            raise UserError(f"the na_prob threshold must be in [0, 1], not {self.na_prob_threshold}")
         if self.top_k < 1:
             raise UserError(f"top_k must be at least 1, not {self.top_k}")
         if self.max_answer_len < 1:
@@ -123,9 +128,12 @@ def question_answer(windows: list[Window], logits: list[tuple[np.ndarray, np.nda
     ranked = [Answer(text, score, start, end) for score, start, end, text in spans.values()]
     best_span = max((a.score for a in ranked), default=0.0)
     na_prob = null_score / (null_score + best_span) if null_score + best_span > 0 else 1.0
-    if search.handle_impossible_answer:
+    thresholded = search.na_prob_threshold is not None
+    if search.handle_impossible_answer and not thresholded:
         ranked.append(Answer("", null_score, 0, 0))
     ranked.sort(key=lambda a: a.score, reverse=True)  # stable: a tie keeps the earlier answer first
+    if thresholded and na_prob > search.na_prob_threshold:
+        ranked.insert(0, Answer("", null_score, 0, 0))
     top = [Answer(a.text, a.score, a.start, a.end, na_prob) for a in ranked[: search.top_k]]
     if not top:
         return Answer("", null_score, 0, 0, na_prob)

@@ -3,7 +3,9 @@
     bertl11 squad --model tiny --data data/squad/dev-v2.0.json --limit 200
 
 Every question is answered, unanswerable ones included, from all windows of its context, with HF
-pipeline semantics and handle_impossible_answer: the answer is "" when the null score beats every span.
+pipeline semantics and handle_impossible_answer: the answer is "" when the null score beats every span,
+or, for a model that ships a null-score threshold (minilm-squad2), when na_prob exceeds it
+(--pipeline-null restores the pipeline's rule). --split held-out scores only the articles never trained on.
 Writes predictions.json (id -> answer) and na_probs.json (id -> na_prob) to --out, the files the official
 script and `bertl11 score` read, and prints the score, its HasAns/NoAns split, the best na_prob threshold
 and the throughput.
@@ -23,12 +25,19 @@ from .data import answers_by_id, load_squad
 from .metric import evaluate
 from .pipeline import buckets_by_default, run_pipeline
 from .postprocess import Answer, SpanSearch
+from .split import SPLIT_HELP, SPLITS
 
 
 def add_arguments(parser) -> None:
     options.add_model_options(parser, batch=8, fast=False)
     options.add_data_option(parser)
-    parser.add_argument("--limit", type=options.count("--limit"), help="only the first N questions")
+    parser.add_argument("--split", default="all", choices=SPLITS, help=SPLIT_HELP)
+    parser.add_argument("--limit", type=options.count("--limit"), help="only the first N questions (of the split)")
+    parser.add_argument("--sample", type=options.count("--sample"),
+                        help="N questions of the split drawn with --seed (a reproducible slice)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of --sample (default 0)")
+    parser.add_argument("--pipeline-null", action="store_true",
+                        help="decide 'no answer' like HF's pipeline (null score beats every span) even for a model that ships a threshold")
     parser.add_argument("--out", default="out/squad", help="directory for predictions.json and na_probs.json (default out/squad)")
     parser.add_argument("--bucket", action=argparse.BooleanOptionalAction, default=None,
                         help="batch windows of similar length, each batch padded to a multiple of 32 (default: on for "
@@ -71,10 +80,12 @@ class SquadRun:
         return self.windows / self.seconds["model"]
 
 
-def run_squad(model: QAModel, dataset, batch: int = 8, bucket: bool | None = None, progress: bool = False) -> SquadRun:
+def run_squad(model: QAModel, dataset, batch: int = 8, bucket: bool | None = None, progress: bool = False,
+              use_model_threshold: bool = True) -> SquadRun:
     """Answer every question of `dataset` (from `load_squad`) with `model` and score the answers."""
     run = run_pipeline(model, dataset["question"], dataset["context"], batch_size=batch,
-                       search=SpanSearch(handle_impossible_answer=True), bucket=bucket, progress=progress)
+                       search=SpanSearch(handle_impossible_answer=True), use_model_threshold=use_model_threshold,
+                       bucket=bucket, progress=progress)
     windows = run.windows
     result = SquadRun(list(dataset["id"]), run.answers, {}, len(windows), len(windows) - len({w.question for w in windows}),
                       run.padding, run.seconds)
@@ -87,16 +98,16 @@ def run(args) -> int:
     if bucket and args.device == "tt":
         raise UserError("--bucket: the tt device runs one static sequence length (384); use --no-bucket")
     out = _output_dir(args.out)
-    dataset = load_squad(args.data, args.limit)
+    dataset = load_squad(args.data, args.limit, split=args.split, sample=args.sample, seed=args.seed)
     with options.load_model(args) as model:
-        result = run_squad(model, dataset, args.batch, bucket, progress=True)
+        result = run_squad(model, dataset, args.batch, bucket, progress=True, use_model_threshold=not args.pipeline_null)
     write_json(out / "predictions.json", result.predictions)
     write_json(out / "na_probs.json", result.na_probs)
     write_json(out / "eval.json", result.scores)
 
     scores, seconds = result.scores, result.seconds
     print(f"{len(result.ids)} questions -> {result.windows} windows ({result.extra_windows} extra from long contexts); "
-          f"model {args.model}, {args.config}, batch {args.batch}, {args.device}, "
+          f"model {args.model}, {args.config}, batch {args.batch}, {args.device}, {args.split} articles, "
           f"{'bucketed' if bucket else 'static 384'} batches ({100 * result.padding:.0f}% padding)")
     print(f"EM {scores['exact']:.2f}  F1 {scores['f1']:.2f}  over {scores['total']}")
     for split in ("HasAns", "NoAns"):

@@ -1,0 +1,159 @@
+"""`bertl11 finetune`: labels from our windows, the fixed split, a short real run, and its output loading."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from bertl11.finetune import MODEL_CARD, Recipe, answer_tokens, training_windows
+from bertl11.squad.data import load_squad
+from bertl11.squad.metric import normalize_answer
+from bertl11.squad.split import HELD_OUT_ARTICLES, train_validation
+from bertl11.sources import resolve_model
+from conftest import SQUAD_DEV
+
+
+def bertl11(*args):
+    return subprocess.run([sys.executable, "-m", "bertl11.cli", *args], capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+def assert_user_error(result, *words):
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def dev():
+    return load_squad(str(SQUAD_DEV))
+
+
+def test_held_out_articles_are_never_trained_or_validated_on(dev):
+    """The 12 articles of the demo input are exactly the held-out ones, and finetune's split skips them."""
+    demo_contexts = {item["context"] for item in json.loads((SQUAD_DEV.parents[1] / "input_data.json").read_text())}
+    demo_titles = {title for title, context in zip(dev["title"], dev["context"]) if context in demo_contexts}
+    assert demo_titles == set(HELD_OUT_ARTICLES)
+    train, validation = train_validation(dev, validation_articles=2)
+    seen = set(train["title"]) | set(validation["title"])
+    assert not seen & set(HELD_OUT_ARTICLES)
+    assert len(set(validation["title"])) == 2 and not set(validation["title"]) & set(train["title"])
+    assert len(train) + len(validation) + sum(t in HELD_OUT_ARTICLES for t in dev["title"]) == len(dev)
+
+
+def test_answer_labels_cover_the_gold_answer_text(dev):
+    """Each labelled span's characters are the annotated answer; unanswerable questions point at [CLS]."""
+    subset = dev.select(range(300))
+    tokenizer = resolve_model("tiny").tokenizer
+    windows, labels = training_windows(tokenizer, subset, Recipe(max_seq_len=128, doc_stride=48))
+    answerable = 0
+    for window, (first, last) in zip(windows, labels):
+        gold = subset[window.question]["answers"]
+        if not gold["text"]:
+            assert (first, last) == (0, 0)
+            continue
+        answerable += 1
+        assert window.in_context[first] and window.in_context[last] and first <= last
+        context = subset[window.question]["context"]
+        start, end = window.encoding.offsets[first][0], window.encoding.offsets[last][1]
+        assert normalize_answer(context[start:end]) == normalize_answer(gold["text"][0])
+    assert answerable > 100
+
+
+def test_windows_missing_the_answer_are_dropped(dev):
+    long_context = dev.filter(lambda r: len(r["context"]) > 3000 and r["answers"]["text"]).select(range(3))
+    tokenizer = resolve_model("tiny").tokenizer
+    recipe = Recipe(max_seq_len=128, doc_stride=32)
+    windows, _ = training_windows(tokenizer, long_context, recipe)
+    per_question = [sum(w.question == q for w in windows) for q in range(3)]
+    assert all(count >= 1 for count in per_question)
+    for window in windows:
+        answer = long_context[window.question]["answers"]
+        assert answer_tokens(window, answer["answer_start"][0], answer["text"][0]) is not None
+
+
+@pytest.fixture(scope="module")
+def small_squad(tmp_path_factory):
+    """Three training-pool articles, a few paragraphs each: the last one becomes the validation article."""
+    articles = [a for a in json.loads(SQUAD_DEV.read_text())["data"] if a["title"] not in HELD_OUT_ARTICLES][:3]
+    path = tmp_path_factory.mktemp("data") / "small.json"
+    path.write_text(json.dumps({"version": "v2.0", "data": [{**a, "paragraphs": a["paragraphs"][:4]} for a in articles]}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, small_squad):
+    out = tmp_path_factory.mktemp("finetune") / "tiny-squad2"
+    result = bertl11("finetune", "--base", "tiny", "--data", str(small_squad), "--out", str(out), "--epochs", "3",
+                     "--batch-size", "8", "--lr", "1e-3", "--max-seq-len", "128", "--doc-stride", "48",
+                     "--validation-articles", "1", "--precision", "float32")
+    assert result.returncode == 0, result.stderr
+    return out, result
+
+
+def test_finetune_loss_falls_and_writes_a_standard_hf_directory(tiny_run):
+    out, result = tiny_run
+    card = json.loads((out / MODEL_CARD).read_text())
+    losses = [epoch["mean_loss"] for epoch in card["log"]["epochs"]]
+    assert len(losses) == 3 and losses[-1] < 0.9 * losses[0], losses
+    assert 0 <= card["na_prob_threshold"] <= 1
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= {p.name for p in out.iterdir()}
+    assert not [p for p in out.parent.iterdir() if p.name.endswith(".tmp")], "the staging directory was left behind"
+
+
+def test_finetuned_directory_loads_in_hf_and_as_model_dir(tiny_run):
+    """HF's from_pretrained and `--model DIR` read the same weights: their logits agree in float32."""
+    from transformers import AutoTokenizer, BertForQuestionAnswering
+
+    from bertl11 import QAModel
+
+    out, _ = tiny_run
+    hf = BertForQuestionAnswering.from_pretrained(str(out)).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(out))
+    batch = tokenizer(["Who wrote it?"], ["Victor Hugo wrote it in exile."], return_tensors="pt")
+    model = QAModel.load(str(out), config="FLOAT32")
+    assert model.source.na_prob_threshold == json.loads((out / MODEL_CARD).read_text())["na_prob_threshold"]
+    start, end = model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
+    with torch.no_grad():
+        reference = hf(**batch)
+    assert torch.allclose(start, reference.start_logits, atol=1e-5)
+    assert torch.allclose(end, reference.end_logits, atol=1e-5)
+    squad = bertl11("squad", "--model", str(out), "--config", "FLOAT32", "--data", str(SQUAD_DEV), "--split", "held-out",
+                    "--limit", "20", "--out", str(out.parent / "squad"))
+    assert squad.returncode == 0, squad.stderr
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--epochs", "0"], ["--epochs"]),
+    (["--batch-size", "0"], ["--batch-size"]),
+    (["--validation-articles", "99"], ["--validation-articles"]),
+    (["--base", "no-such-model"], ["unknown model"]),
+    (["--data", "/no/such/file.json"], ["does not exist"]),
+])
+def test_bad_arguments_are_one_line_errors(tmp_path, args, words):
+    base = {"--base": "tiny", "--data": str(SQUAD_DEV), "--out": str(tmp_path / "out")}
+    for flag, value in zip(args[::2], args[1::2]):
+        base[flag] = value
+    result = bertl11("finetune", *[x for pair in base.items() for x in pair])
+    assert_user_error(result, *words)
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_existing_output_is_never_overwritten(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    result = bertl11("finetune", "--base", "tiny", "--data", str(SQUAD_DEV), "--out", str(out))
+    assert_user_error(result, "already exists")
+    assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_data_that_is_not_squad_is_refused(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"data": [{"title": "x", "paragraphs": [{"context": "c", "qas": [{"id": 1}]}]}]}))
+    assert_user_error(bertl11("finetune", "--base", "tiny", "--data", str(bad), "--out", str(tmp_path / "o")), "SQuAD")
