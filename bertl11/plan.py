@@ -115,8 +115,8 @@ class MatmulProgram:
 
 
 @dataclass(frozen=True)
-class SoftmaxProgram:
-    """ttnn.SoftmaxShardedMultiCoreProgramConfig."""
+class _RowBlockProgram:
+    """A sharded row-wise program: each core a block_h x block_w block, subblock_w tiles at a time."""
 
     grid: tuple[int, int]
     subblock_w: int
@@ -128,17 +128,18 @@ class SoftmaxProgram:
 
 
 @dataclass(frozen=True)
-class LayerNormProgram:
+class SoftmaxProgram(_RowBlockProgram):
+    """ttnn.SoftmaxShardedMultiCoreProgramConfig."""
+
+
+@dataclass(frozen=True)
+class LayerNormProgram(_RowBlockProgram):
     """ttnn.LayerNormShardedMultiCoreProgramConfig."""
 
-    grid: tuple[int, int]
-    subblock_w: int
-    block_h: int
-    block_w: int
     inplace: bool = True
 
     def describe(self) -> str:
-        return f"Sharded subblock_w={self.subblock_w} block={self.block_h}x{self.block_w}" + (" inplace" if self.inplace else "")
+        return super().describe() + (" inplace" if self.inplace else "")
 
 
 Program = MatmulProgram | SoftmaxProgram | LayerNormProgram | None
