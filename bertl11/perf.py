@@ -149,9 +149,13 @@ def versions() -> str:
 
 def measure(args) -> dict:
     """Run the benchmark `args` describe and return the report row."""
+    with load_model(args, {"--csv": args.csv}) as model:
+        return _measure(model, args)
+
+
+def _measure(model, args) -> dict:
     from tqdm.auto import tqdm
 
-    model = load_model(args, {"--csv": args.csv})
     inputs = synthetic_inputs(model.shape.vocab_size, args.batch, args.seq)
     ours_run = compiled(model, args.device) if args.compile else model
     ours, theirs = Timing(), Timing()

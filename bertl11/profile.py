@@ -192,8 +192,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    model = load_model(args, {"--csv": args.csv, "--plot": args.plot})
-    calls = profile_model(model, synthetic_inputs(model.shape.vocab_size, args.batch, args.seq), args.iterations)
+    with load_model(args, {"--csv": args.csv, "--plot": args.plot}) as model:
+        calls = profile_model(model, synthetic_inputs(model.shape.vocab_size, args.batch, args.seq), args.iterations)
     write_csv(args.csv, report_rows(calls))
     total = sum(c.seconds for c in calls)
     print(f"{model.source.name} {args.config} batch {args.batch} seq {args.seq} on {args.device}: "
