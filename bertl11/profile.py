@@ -62,16 +62,9 @@ class ProfilingOps(Backend):
 
     def __init__(self, ops: Backend):
         self.ops = ops
+        self.device, self.card = ops.device, ops.card
         self.calls: list[OpCall] = []
         self._layer = -1
-
-    @property
-    def device(self):
-        return self.ops.device
-
-    @property
-    def card(self):
-        return self.ops.card
 
     def begin_batch(self, batch: int, seq: int) -> None:
         self.ops.begin_batch(batch, seq)
