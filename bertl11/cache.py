@@ -31,7 +31,6 @@ Readers take no lock: they verify every file, and only a stale cache is ever rep
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -52,24 +51,20 @@ from safetensors.torch import save as save_safetensors
 from tqdm import tqdm
 
 from . import bfp8
-from .config import BFLOAT8_B, BFLOAT16, DEFAULT_RUN_CONFIG, FLOAT32, RunConfig, get_run_config
+from .config import BFLOAT8_B, BFLOAT16, FLOAT32, RunConfig, get_run_config
 from .errors import UserError
 from .sources import ModelSource, resolve_model
+from .verified import MANIFEST, StaleCache, check_digest, check_size, read_manifest, sha256_bytes
 from .weights import import_state_dict, tensor_kind
 
 # Bump whenever what a cache holds changes (conversion, layout, padding, packing), so old caches are rebuilt.
 FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
 LAYOUT_DIRECTORY = "safetensors"
 TTNN_DIRECTORY = "ttnn"
 LOCK_FILE = ".convert.lock"
 STORAGE_DTYPES = {BFLOAT8_B: torch.uint8, BFLOAT16: torch.bfloat16, FLOAT32: torch.float32}
 _SAFETENSORS_DTYPES = {"U8": torch.uint8, "BF16": torch.bfloat16, "F32": torch.float32}
 ROW_MAJOR_KINDS = ("embedding_weights", "layernorm_weights")
-
-
-class StaleCache(Exception):
-    """A cache that cannot be used as it is; the message says why, in one line."""
 
 
 def default_cache_dir() -> Path:
@@ -124,10 +119,6 @@ def _from_storage(stored: torch.Tensor, shape: list[int], dtype: str) -> torch.T
     return stored[..., :rows, :cols].reshape(shape)
 
 
-def _sha256(data: bytes | memoryview) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def _manifest_header(source: ModelSource, run_config: RunConfig) -> dict:
     return {
         "format_version": FORMAT_VERSION,
@@ -153,14 +144,7 @@ def load(directory: Path, source: ModelSource, run_config: RunConfig) -> dict[st
 
     BFLOAT8_B tensors come back as bfloat16 holding the decoded values (exactly), the others in their stored dtype.
     """
-    try:
-        manifest = json.loads((directory / MANIFEST).read_text())
-    except FileNotFoundError:
-        raise StaleCache(f"no cache at {directory}") from None
-    except (OSError, ValueError) as error:
-        raise StaleCache(f"unreadable manifest ({error})") from None
-    if not isinstance(manifest, dict):
-        raise StaleCache("unreadable manifest (not a JSON object)")
+    manifest = read_manifest(directory)
     _check_header(manifest, _manifest_header(source, run_config))
     try:
         files, tensors = manifest["files"], manifest["tensors"]
@@ -214,8 +198,7 @@ def _read_verified(path: Path, entry: dict, into: torch.Tensor | None = None) ->
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
-            if size != entry["bytes"]:
-                raise StaleCache(f"{path.name} has {size} bytes, the manifest says {entry['bytes']} (truncated or replaced)")
+            check_size(path.name, size, entry)
             data = torch.empty(size, dtype=torch.uint8) if into is None else into  # the read fills it
             view = memoryview(data.numpy())
             filled = 0
@@ -225,8 +208,7 @@ def _read_verified(path: Path, entry: dict, into: torch.Tensor | None = None) ->
         raise StaleCache(f"{path.name} is missing") from None
     if filled != size:
         raise StaleCache(f"{path.name} shrank while being read")
-    if _sha256(view) != entry["sha256"]:
-        raise StaleCache(f"{path.name} does not match its sha256 (corrupted)")
+    check_digest(path.name, sha256_bytes(view), entry)
     return data
 
 
@@ -275,7 +257,7 @@ def _write_cache(directory: Path, source: ModelSource, run_config: RunConfig) ->
                 converted[name] = _from_storage(stored[name], list(t.shape), dtype)
             data = save_safetensors(stored)
             _write_durably(staging / file_name, data)
-            files[file_name] = {"sha256": _sha256(data), "bytes": len(data)}
+            files[file_name] = {"sha256": sha256_bytes(data), "bytes": len(data)}
         manifest = {**_manifest_header(source, run_config), "files": files, "tensors": tensors}
         _write_durably(staging / MANIFEST, json.dumps(manifest, indent=1).encode())
         _fsync_directory(staging)
@@ -374,12 +356,9 @@ def cache_bytes(directory: Path) -> int:
 
 
 def add_arguments(parser) -> None:
-    from .config import RUN_CONFIGS
-    from .sources import DEFAULT_MODEL
+    from .options import add_weight_options
 
-    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"HF hub id, local directory, tiny, minilm or large-random[-N] (default {DEFAULT_MODEL})")
-    parser.add_argument("--config", default=DEFAULT_RUN_CONFIG, choices=list(RUN_CONFIGS), help=f"run configuration (default {DEFAULT_RUN_CONFIG})")
-    parser.add_argument("--cache-dir", type=Path, default=None, help="cache root (default $BERTL11_CACHE or ~/.cache/bertl11)")
+    add_weight_options(parser)
     parser.add_argument("--force", action="store_true", help="convert again even if a valid cache exists")
 
 

@@ -43,18 +43,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # Known before parsing, because an option value out of range raises UserError while parsing (`options.count`).
+    prefix = " ".join(["bertl11", *[a for a in argv if a in COMMANDS][:1]])
     parser = build_parser()
-    args = parser.parse_args(argv)
-    handler = getattr(args, "handler", None)
-    if handler is None:
-        parser.error(f"command {args.command!r} is not available in this build")
     try:
+        args = parser.parse_args(argv)
+        handler = getattr(args, "handler", None)
+        if handler is None:
+            parser.error(f"command {args.command!r} is not available in this build")
         return int(handler(args) or 0)
     except UserError as error:
-        print(f"bertl11 {args.command}: error: {error}", file=sys.stderr)
+        print(f"{prefix}: error: {error}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
-        print(f"bertl11 {args.command}: interrupted", file=sys.stderr)
+        print(f"{prefix}: interrupted", file=sys.stderr)
         return 130
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .errors import UserError
+from .ops import TENSORS
 
 SUPPORTED_ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh")
 
@@ -91,8 +92,15 @@ class RunConfig:
     bf16_tensors: frozenset = field(default_factory=frozenset)
     torch_only: bool = False
 
+    def __post_init__(self):
+        unknown = set(self.bf16_tensors) - TENSORS
+        if unknown:
+            raise ValueError(f"{self.name}: no tensor is named {', '.join(sorted(unknown))} (see ops.TENSORS)")
+
     def dtype_of(self, tensor: str) -> str:
-        """The dtype a named tensor is held in, e.g. `dtype_of("qa_head_weights")`."""
+        """The dtype a named tensor (`ops.TENSORS`) is held in, e.g. `dtype_of("qa_head_weights")`."""
+        if tensor not in TENSORS:
+            raise ValueError(f"no tensor is named {tensor!r}; the run config names {', '.join(sorted(TENSORS))}")
         if tensor in self.bf16_tensors:
             return BFLOAT16
         if tensor in ("layernorm_weights", "embedding_weights"):
@@ -121,6 +129,8 @@ RUN_CONFIGS: dict[str, RunConfig] = {
     )
 }
 DEFAULT_RUN_CONFIG = "BFLOAT8_B-SHARDED"
+# The configs a Tenstorrent card runs (FLOAT32 is the torch-only exact reference).
+TT_CONFIGS = tuple(name for name, config in RUN_CONFIGS.items() if not config.torch_only)
 
 
 def get_run_config(name: str) -> RunConfig:

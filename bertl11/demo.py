@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from dataclasses import asdict, dataclass, field
+from importlib import resources
 from pathlib import Path
 
+from . import options
 from .errors import UserError
 from .files import read_json
 
-PACKAGED_INPUT = Path(__file__).resolve().parents[1] / "data" / "input_data.json"
+# Inside the package, so an installed bertl11 has it too (the widget's presets come from it as well).
+PACKAGED_INPUT = Path(str(resources.files("bertl11") / "data" / "input_data.json"))
 DEFAULT_BATCH = 12
 MAX_INPUT_BYTES = 16 * 1024 * 1024  # 12 SQuAD paragraphs take ~10 KB; anything near this is not a demo batch
 FIELDS = ("context", "question")
@@ -61,9 +63,8 @@ def validate_inputs(document, batch: int, where: str = "input") -> tuple[list[QA
 
 
 def check_batch(batch: int, device: str, card: str | None) -> None:
-    """The seed's batch limits on Tenstorrent cards (one grid line per sequence); any batch >= 1 elsewhere."""
-    if batch < 1:
-        raise UserError(f"--batch must be at least 1, not {batch}")
+    """The seed's batch limits on Tenstorrent cards (one grid line per sequence); any batch >= 1 elsewhere
+    (`options.count` checks that while parsing)."""
     if device == "tt" and card is not None:
         from .devices import get_device
 
@@ -106,45 +107,32 @@ class DemoResult:
 
 
 def run_demo(inputs: list[QAInput], model_name: str, config: str, device: str, batch: int, card: str | None = None,
-             warnings: list[str] | None = None) -> DemoResult:
+             warnings: list[str] | None = None, cache_dir: Path | None = None, fast: bool = False) -> DemoResult:
     from .runtime import QAModel
-    from .squad.pipeline import buckets_by_default, model_search, run_model
-    from .squad.postprocess import postprocess
-    from .squad.preprocess import WindowConfig, encode, make_batches
+    from .squad.pipeline import run_pipeline
+    from .squad.postprocess import SpanSearch
 
-    timings: dict[str, float] = {}
-    model = QAModel.load(model_name, config=config, device=device)
-    timings["weight_loading_s"] = model.load_report.seconds
-    check_batch(batch, device, card or getattr(getattr(model.ops, "card", None), "name", None))  # the card ttnn opened
-
-    questions = [item.question for item in inputs]
-    contexts = [item.context for item in inputs]
-    started = time.perf_counter()
-    windows_config = WindowConfig()
-    windows = encode(model.tokenizer, questions, contexts, windows_config)
-    batches = make_batches(windows, batch, bucket=buckets_by_default(device), seq_len=windows_config.max_seq_len,
-                           pad_id=model.shape.pad_token_id)
-    timings["preprocessing_s"] = time.perf_counter() - started
-
-    for run in ("first_run_s", "cached_run_s"):  # the first run includes any compile / program-cache fill
-        started = time.perf_counter()
-        logits = run_model(model, batches)
-        timings[run] = time.perf_counter() - started
-
-    started = time.perf_counter()
-    answers = postprocess(windows, logits, contexts, model_search(model, handle_impossible_answer=True))
-    timings["postprocessing_s"] = time.perf_counter() - started
-
+    with QAModel.load(model_name, config=config, device=device, cache_dir=cache_dir, fast=fast) as model:
+        opened = model.ops.card  # the card ttnn opened, when no --card was given
+        check_batch(batch, device, card or (opened.name if opened is not None else None))
+        # Two passes: the first includes any compile / program-cache fill, the second is the cached run.
+        run = run_pipeline(model, [item.question for item in inputs], [item.context for item in inputs], batch_size=batch,
+                           search=SpanSearch(handle_impossible_answer=True), model_runs=2)
+    answers = run.answers
+    timings = {
+        "weight_loading_s": model.load_report.seconds, "preprocessing_s": run.seconds["preprocess"],
+        "first_run_s": run.model_runs[0], "cached_run_s": run.model_runs[1], "postprocessing_s": run.seconds["postprocess"],
+    }
     rows = [
         {"index": i, "question": q.question, "context": q.context, "answer": a.text, "score": a.score, "start": a.start,
          "end": a.end, "na_prob": a.na_prob}
         for i, (q, a) in enumerate(zip(inputs, answers))
     ]
     report = model.load_report
-    cache = "hit" if getattr(report, "cache_hit", False) else "miss"
-    if getattr(report, "detail", ""):
+    cache = "hit" if report.cache_hit else "miss"
+    if report.detail:
         cache += f" ({report.detail})"
-    return DemoResult(model.source.name, config, device, batch, rows, timings, cache, len(windows), list(warnings or []))
+    return DemoResult(model.source.name, config, device, batch, rows, timings, cache, len(run.windows), list(warnings or []))
 
 
 def shorten(text: str, width: int = CONTEXT_PREVIEW) -> str:
@@ -169,16 +157,12 @@ def print_report(result: DemoResult, out=sys.stdout) -> None:
 
 
 def add_arguments(parser) -> None:
-    from .config import DEFAULT_RUN_CONFIG
+    from .sources import DEFAULT_MODEL, OFFLINE_DEFAULT
 
     parser.add_argument("--input", type=Path, default=PACKAGED_INPUT, help="JSON list of exactly BATCH {context, question} objects")
-    parser.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="inputs per batch (default %(default)s)")
-    parser.add_argument("--model", default=None, help="HF hub id, local directory, minilm-squad2, tiny, minilm or large-random "
-                        "(default: phiyodr/bert-large-finetuned-squad2 if available, else minilm-squad2)")
-    parser.add_argument("--config", default=DEFAULT_RUN_CONFIG, help="run configuration (default %(default)s)")
-    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "tt"))
-    parser.add_argument("--card", default=None, choices=("e150", "n150", "n300", "p150"),
-                        help="with --device tt: the card, for its batch limits (default: the card ttnn opens)")
+    options.add_model_options(parser, batch=DEFAULT_BATCH, fast=False, model=None, batch_help="inputs per batch",
+                              model_help=f"{DEFAULT_MODEL} if available, else {OFFLINE_DEFAULT}")
+    options.add_card_option(parser, None, "with --device tt: the card, for its batch limits (default: the card ttnn opens)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
 
 
@@ -193,7 +177,8 @@ def run(args) -> int:
         warnings.append(fallback)
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    result = run_demo(inputs, model_name, args.config, args.device, args.batch, args.card, warnings)
+    options.apply_threads(args)
+    result = run_demo(inputs, model_name, args.config, args.device, args.batch, args.card, warnings, args.cache_dir, args.fast)
     if args.json:
         print(json.dumps({**asdict(result), "throughput": result.throughput}, indent=2))
     else:

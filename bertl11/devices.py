@@ -15,7 +15,7 @@ Sources (tenstorrent/tt-metal unless stated):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .errors import UserError
 
@@ -72,6 +72,10 @@ class Device:
         return range(self.batch_range[0], self.batch_range[1] + 1)
 
 
+_N150 = Device(
+    "n150", "Wormhole n150", "wormhole_b0", grid=(8, 8), l1_bytes=1464 * KIB, l1_reserved_bytes=176 * KIB,
+    dram_channels=12, dram_gib=12, clock_mhz=1000, batch_range=(2, 8), orientation=ROW_MAJOR, ttnn_supported=True,
+)
 DEVICES: dict[str, Device] = {
     d.name: d
     for d in (
@@ -81,17 +85,9 @@ DEVICES: dict[str, Device] = {
             ttnn_supported=False,
         ),
         # The seed names n150 only at batch 8 (its perf anchor); 2-7 use the same per-core work on fewer rows.
-        Device(
-            "n150", "Wormhole n150", "wormhole_b0", grid=(8, 8), l1_bytes=1464 * KIB, l1_reserved_bytes=176 * KIB,
-            dram_channels=12, dram_gib=12, clock_mhz=1000, batch_range=(2, 8), orientation=ROW_MAJOR,
-            ttnn_supported=True,
-        ),
-        # Per chip; the seed ran n300 with worker-core dispatch, which leaves 8x7 (README: batch 2-7).
-        Device(
-            "n300", "Wormhole n300 (per chip)", "wormhole_b0", grid=(8, 7), l1_bytes=1464 * KIB, l1_reserved_bytes=176 * KIB,
-            dram_channels=12, dram_gib=12, clock_mhz=1000, batch_range=(2, 7), orientation=ROW_MAJOR,
-            ttnn_supported=True,
-        ),
+        _N150,
+        # The same chip, twice on a card; the seed ran n300 with worker-core dispatch, which leaves 8x7 (README: batch 2-7).
+        replace(_N150, name="n300", title="Wormhole n300 (per chip)", grid=(8, 7), batch_range=(2, 7)),
         # 13x10: ROW_MAJOR (8 x batch) holds batch 2-10; the seed's fallback, COL_MAJOR (batch x 8), holds 11-13.
         # We take the whole range the grid admits; nothing above 10 has been measured on a card.
         Device(

@@ -12,3 +12,10 @@ class UserError(Exception):
 
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))
+
+
+def require_at_least(name: str, value: int, minimum: int = 1) -> int:
+    """`value`, or a `UserError` saying `name` must be at least `minimum` (a batch, a count, a length)."""
+    if value < minimum:
+        raise UserError(f"{name} must be at least {minimum}, not {value}")
+    return value

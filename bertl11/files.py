@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import tempfile
@@ -24,6 +25,29 @@ def atomic_path(path: str | Path):
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
+
+
+def check_output_path(path: str | Path, option: str) -> None:
+    """A one-line `UserError` unless `path` can be written as a file (`option` names where it came from)."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{option} {path} is a directory")
+    if not path.parent.is_dir():
+        raise UserError(f"{option} {path}: directory {path.parent} does not exist")
+
+
+def atomic_output(path: str | Path, option: str):
+    """`atomic_path` for a path the user gave with `option`, checked first."""
+    check_output_path(path, option)
+    return atomic_path(path)
+
+
+def write_csv(path: str | Path, rows: list[dict], option: str = "--csv") -> None:
+    """Rows to `path` atomically: a reader sees the old file or the whole new one."""
+    with atomic_output(path, option) as temporary, open(temporary, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def write_json(path: str | Path, data) -> None:

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import UserError
+from .errors import UserError, require_at_least
 from .files import write_json
 
 MODEL_CARD = "bertl11.json"  # the recipe, the split, validation scores and the null-score threshold
@@ -62,8 +62,7 @@ class Recipe:
                 raise UserError(f"--{name.replace('_', '-')} must be positive, not {getattr(self, name)}")
         if not 0 <= self.warmup < 1:
             raise UserError(f"--warmup must be in [0, 1), not {self.warmup}")
-        if self.batch_size < 1:
-            raise UserError(f"--batch-size must be at least 1, not {self.batch_size}")
+        require_at_least("--batch-size", self.batch_size)
         if self.precision not in PRECISIONS:
             raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
 
@@ -190,20 +189,19 @@ def validate(model, tokenizer, dataset, recipe: Recipe, dtype) -> dict:
     """Official SQuAD v2 scores of the best non-null spans and na_probs, best_f1_thresh included."""
     from .squad.data import answers_by_id
     from .squad.metric import evaluate
+    from .squad.pipeline import run_model
     from .squad.postprocess import SpanSearch, postprocess
     from .squad.preprocess import WindowConfig, bucketed_batches, encode
+
+    def forward(input_ids, token_type_ids, attention_mask):
+        with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            out = model(input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask)
+        return out.start_logits.float(), out.end_logits.float()
 
     model.eval()
     contexts = list(dataset["context"])
     windows = encode(tokenizer, list(dataset["question"]), contexts, WindowConfig(recipe.max_seq_len, recipe.doc_stride))
-    logits: list = [None] * len(windows)
-    for batch in bucketed_batches(windows, recipe.batch_size):
-        with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-            out = model(input_ids=batch.input_ids, token_type_ids=batch.token_type_ids, attention_mask=batch.attention_mask)
-        start, end = out.start_logits.float().numpy(), out.end_logits.float().numpy()
-        for row, index in enumerate(batch.windows):
-            n = len(windows[index])
-            logits[index] = (start[row, :n], end[row, :n])
+    logits = run_model(forward, bucketed_batches(windows, recipe.batch_size))
     model.train()
     answers = postprocess(windows, logits, contexts, SpanSearch())
     ids = list(dataset["id"])
@@ -333,8 +331,7 @@ def run(args) -> int:
     out = _fresh_output(args.out)
     train_set, validation_set = train_validation(load_training_data(args.data), recipe.validation_articles)
     if args.limit is not None:
-        if args.limit < 1:
-            raise UserError(f"--limit must be at least 1, not {args.limit}")
+        require_at_least("--limit", args.limit)
         train_set = train_set.select(range(min(args.limit, len(train_set))))
     model, tokenizer, base_fingerprint = base_model(args.base, recipe.seed)
     print(f"finetune {args.base}: {len(train_set)} training questions, {len(validation_set)} validation questions "

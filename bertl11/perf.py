@@ -14,7 +14,6 @@ first quarter question (token type 0), the rest context (1).
 from __future__ import annotations
 
 import copy
-import csv
 import platform
 import time
 from dataclasses import dataclass, field
@@ -23,11 +22,10 @@ from statistics import fmean, median
 
 import torch
 
+from . import options
 from .compare import pcc
-from .config import DEFAULT_RUN_CONFIG, RUN_CONFIGS
 from .errors import UserError
-from .files import atomic_path
-from .sources import DEFAULT_MODEL
+from .files import check_output_path, write_csv
 
 INPUT_SEED = 384
 DEFAULT_ITERATIONS = 10
@@ -62,23 +60,11 @@ def paired_speedup(ours: Timing, reference: Timing) -> float:
 
 
 def add_model_arguments(parser, *, default_iterations: int = DEFAULT_ITERATIONS) -> None:
-    """The options `perf` and `profile` share: what to run, where, on what shape."""
-    parser.add_argument("--model", default=DEFAULT_MODEL,
-                        help=f"HF hub id, local directory, tiny, minilm or large-random[-N] (default {DEFAULT_MODEL})")
-    parser.add_argument("--config", default=DEFAULT_RUN_CONFIG, choices=list(RUN_CONFIGS),
-                        help="run configuration (default %(default)s)")
-    parser.add_argument("--batch", type=int, default=1, help="sequences per inference (default %(default)s)")
-    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "tt"))
-    parser.add_argument("--seq", type=int, default=384, help="sequence length (default %(default)s)")
-    parser.add_argument("--iterations", type=int, default=default_iterations,
+    """The options `perf` and `profile` share: the model options (fast path by default) and the input's shape."""
+    options.add_model_options(parser, batch=1, fast=True, batch_help="sequences per inference")
+    parser.add_argument("--seq", type=options.count("--seq", 2), default=384, help="sequence length (default %(default)s)")
+    parser.add_argument("--iterations", type=options.count("--iterations"), default=default_iterations,
                         help="cached runs to time after the first (default %(default)s)")
-    parser.add_argument("--simulate", action="store_true",
-                        help="torch backend: run the per-op simulation of the config's storage dtypes "
-                             "(what parity tests check) instead of the fast path")
-    parser.add_argument("--cache-dir", type=Path, default=None,
-                        help="weight cache root (default $BERTL11_CACHE or ~/.cache/bertl11)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: torch's choice, one per core)")
 
 
 def add_arguments(parser) -> None:
@@ -91,36 +77,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--csv", type=Path, default=None, help="write the report as a one-row CSV")
 
 
-def check_arguments(args) -> None:
-    if args.threads is not None and args.threads < 1:
-        raise UserError(f"--threads must be at least 1, not {args.threads}")
-    if args.batch < 1:
-        raise UserError(f"--batch must be at least 1, not {args.batch}")
-    if args.iterations < 1:
-        raise UserError(f"--iterations must be at least 1, not {args.iterations}")
-    if args.seq < 2:
-        raise UserError(f"--seq must be at least 2, not {args.seq}")
-    for option in ("csv", "plot"):  # refuse a bad output path before a long run, not after it
-        if getattr(args, option, None) is not None:
-            check_output_path(getattr(args, option), f"--{option}")
-
-
-def check_output_path(path: Path, option: str) -> None:
-    path = Path(path)
-    if path.is_dir():
-        raise UserError(f"{option} {path} is a directory")
-    if not path.parent.is_dir():
-        raise UserError(f"{option} {path}: directory {path.parent} does not exist")
-
-
-def load_model(args):
-    """The model `args` describe, with its sequence length checked against its position table."""
-    from .runtime import QAModel
-
-    check_arguments(args)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    model = QAModel.load(args.model, args.config, args.device, cache_dir=args.cache_dir, fast=not args.simulate)
+def load_model(args, outputs: dict[str, Path | None]):
+    """The model `args` describe, with its sequence length checked against its position table. The `outputs`
+    ({option: path}) are checked first: a bad output path is refused before a long run, not after it."""
+    for option, path in outputs.items():
+        if path is not None:
+            check_output_path(path, option)
+    model = options.load_model(args)
     if args.seq > model.shape.max_position_embeddings:
         raise UserError(f"--seq {args.seq} exceeds the model's {model.shape.max_position_embeddings} positions")
     return model
@@ -132,11 +95,6 @@ def synthetic_inputs(vocab_size: int, batch: int, seq: int) -> tuple[torch.Tenso
     input_ids = torch.randint(1000, vocab_size, (batch, seq), generator=generator)
     token_type_ids = (torch.arange(seq) >= seq // 4).long().expand(batch, -1).contiguous()
     return input_ids, token_type_ids, torch.ones_like(input_ids)
-
-
-def describe_numerics(model) -> str:
-    describe = getattr(model.ops, "describe", None)  # a backend without it is named by its config
-    return describe() if describe else model.run_config.name
 
 
 def hf_dtypes(device: str) -> tuple[list[torch.dtype], str]:
@@ -204,39 +162,29 @@ def versions() -> str:
     return f"bertl11 {__version__}; torch {torch.__version__}; transformers {transformers.__version__}; python {platform.python_version()}"
 
 
-def atomic_output(path: Path, option: str):
-    """A temporary path beside `path` to write; it replaces `path` only when the block succeeds."""
-    check_output_path(Path(path), option)
-    return atomic_path(path)
-
-
-def write_csv(path: Path, rows: list[dict], option: str = "--csv") -> None:
-    """Rows to `path` atomically: a reader sees the old file or the whole new one."""
-    with atomic_output(path, option) as temporary, open(temporary, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def measure(args) -> dict:
     """Run the benchmark `args` describe and return the report row."""
+    with load_model(args, {"--csv": args.csv}) as model:
+        return _measure(model, args)
+
+
+def _measure(model, args) -> dict:
     from tqdm.auto import tqdm
 
-    model = load_model(args)
     inputs = synthetic_inputs(model.shape.vocab_size, args.batch, args.seq)
     ours_run = compiled(model, args.device) if args.compile else model
     ours, theirs = Timing(), Timing()
     ours.first, logits = timed(ours_run, inputs)
     logits = torch.stack(logits)
     row = {
-        "Model": model.source.name, "Config": args.config, "Device": args.device, "Numerics": describe_numerics(model),
-        "Path": ("simulated" if args.simulate else "fast") + (", compiled" if args.compile else ""),
+        "Model": model.source.name, "Config": args.config, "Device": args.device, "Numerics": model.ops.describe(),
+        "Path": ("fast" if args.fast else "simulated") + (", compiled" if args.compile else ""),
         "Batch": args.batch, "Seq": args.seq, "Iterations": args.iterations, "Threads": torch.get_num_threads(),
         "Load Time (s)": round(model.load_report.seconds, 3),
     }
-    kernel = getattr(model.ops, "kernel", None)
+    kernel = model.ops.kernel()
     if kernel is not None:
-        row["Kernel"] = kernel()
+        row["Kernel"] = kernel
     hf_runs, theirs, skipped = {}, {}, ""
     if args.compare == "hf":
         dtypes, skipped = hf_dtypes(args.device)

@@ -17,7 +17,7 @@ and is then validated: tiles divide, subblocks fit the registers, every op's sha
 the core's free L1 (buffer sizes from the tile sizes of the run config's dtypes), the grid fits the device.
 For Grayskull e150, batch 12, BFLOAT8_B-SHARDED this reproduces the seed's tt/model_config.py numbers.
 
-    bertl11 plan --device e150 --batch 12 --config BFLOAT8_B-SHARDED
+    bertl11 plan --card e150 --batch 12 --config BFLOAT8_B-SHARDED
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field, replace
 
-from .config import BFLOAT8_B, BFLOAT16, DEFAULT_RUN_CONFIG, DRAM, FLOAT32, L1, RUN_CONFIGS, SHARDED, BertShape, RunConfig, get_run_config
-from .devices import COL_MAJOR, DEST_TILES_FP32_ACC, DEST_TILES_HALF_SYNC, DEVICES, Device, get_device
-from .errors import UserError
-from .ops import ENCODER_OPS, OP_TITLES
+from .config import BFLOAT8_B, BFLOAT16, DEFAULT_RUN_CONFIG, DRAM, FLOAT32, L1, SHARDED, TT_CONFIGS, BertShape, RunConfig, get_run_config
+from .devices import COL_MAJOR, DEST_TILES_FP32_ACC, DEST_TILES_HALF_SYNC, Device, get_device
+from .errors import UserError, require_at_least
+from .ops import BATCHED_MATMUL, DATA_MOVEMENT, ENCODER, ENCODER_OPS, LAYER_INPUT, LAYERNORM, LINEAR, OPS, SOFTMAX, OpSpec
 
 TILE = 32
 # Bytes per 32x32 tile (tt_metal tile_size): bf16 2 B/value; bfp8 1 B/value + 64 shared exponents.
@@ -60,6 +60,16 @@ class EncoderShape:
     @property
     def head_size(self) -> int:
         return self.hidden // self.heads
+
+    @property
+    def qkv_width(self) -> int:
+        return 3 * self.hidden
+
+    def dims(self, batch: int) -> dict[str, int]:
+        """The sizes `ops.OpSpec` names its rows, columns and K in."""
+        head_rows = batch * self.heads * self.seq
+        return {"tokens": batch * self.seq, "head_rows": head_rows, "qkv_head_rows": 3 * head_rows, "seq": self.seq,
+                "hidden": self.hidden, "qkv_width": self.qkv_width, "intermediate": self.intermediate, "head_size": self.head_size}
 
 
 BERT_LARGE = EncoderShape()
@@ -105,8 +115,8 @@ class MatmulProgram:
 
 
 @dataclass(frozen=True)
-class SoftmaxProgram:
-    """ttnn.SoftmaxShardedMultiCoreProgramConfig."""
+class _RowBlockProgram:
+    """A sharded row-wise program: each core a block_h x block_w block, subblock_w tiles at a time."""
 
     grid: tuple[int, int]
     subblock_w: int
@@ -118,17 +128,18 @@ class SoftmaxProgram:
 
 
 @dataclass(frozen=True)
-class LayerNormProgram:
+class SoftmaxProgram(_RowBlockProgram):
+    """ttnn.SoftmaxShardedMultiCoreProgramConfig."""
+
+
+@dataclass(frozen=True)
+class LayerNormProgram(_RowBlockProgram):
     """ttnn.LayerNormShardedMultiCoreProgramConfig."""
 
-    grid: tuple[int, int]
-    subblock_w: int
-    block_h: int
-    block_w: int
     inplace: bool = True
 
     def describe(self) -> str:
-        return f"Sharded subblock_w={self.subblock_w} block={self.block_h}x{self.block_w}" + (" inplace" if self.inplace else "")
+        return super().describe() + (" inplace" if self.inplace else "")
 
 
 Program = MatmulProgram | SoftmaxProgram | LayerNormProgram | None
@@ -231,61 +242,43 @@ def _matmul(kind, grid, orientation, m_tiles, n_tiles, k_block, dest, activation
     return MatmulProgram(kind, grid, k_block, h, w, m_tiles, n_tiles, kind == MULTICAST and orientation == COL_MAJOR, activation)
 
 
-def derive_programs(plan: Plan) -> dict[str, Program]:
+def _tiles(shape: EncoderShape, dimension: str) -> int:
+    return shape.dims(1)[dimension] // TILE
+
+
+def derive_program(plan: Plan, op: OpSpec) -> Program:
     s = plan.shape
     g, grid, dest, orient = plan.groups, plan.grid, plan.dest_tiles, plan.orientation
-    seq_t, hidden_t, ff_t, head_t = s.seq // TILE, s.hidden // TILE, s.intermediate // TILE, s.head_size // TILE
+    seq_t, hidden_t = s.seq // TILE, s.hidden // TILE
     heads_per_core = s.heads // g
-    gelu = "gelu"
-    programs: dict[str, Program] = {
-        # The linears: rows = one sequence per line of cores, columns = N / groups; K block = the shard width.
-        "qkv": _matmul(MULTICAST, grid, orient, seq_t, 3 * hidden_t // g, hidden_t // g, dest),
-        "self_output": _matmul(MULTICAST, grid, orient, seq_t, hidden_t // g, hidden_t // g, dest),
-        "ff1_gelu": _matmul(MULTICAST, grid, orient, seq_t, ff_t // g, hidden_t // g, dest, gelu),
-        "ff2": _matmul(MULTICAST, grid, orient, seq_t, hidden_t // g, ff_t // g, dest),
+    if op.kind == LINEAR:
+        # Rows = one sequence per line of cores, columns = N / groups; K block = the shard width.
+        return _matmul(MULTICAST, grid, orient, seq_t, _tiles(s, op.columns) // g, _tiles(s, op.k) // g, dest, op.activation)
+    if op.kind == BATCHED_MATMUL:
         # Attention: each core owns its heads' rows; K is the whole head (Q.K^T) or the whole sequence (.V).
-        "q_kt": _matmul(REUSE, grid, orient, heads_per_core * seq_t, seq_t, head_t, dest),
-        "attention_v": _matmul(REUSE, grid, orient, heads_per_core * seq_t, head_t, seq_t, dest),
-        "split_heads": None,
-        "concat_heads": None,
-    }
-    if plan.sharded:
-        programs["softmax"] = SoftmaxProgram(grid, largest_divisor(seq_t, dest), heads_per_core * seq_t, seq_t)
-        norm = LayerNormProgram(grid, largest_divisor(hidden_t // g, dest), seq_t, hidden_t // g)
-    else:
-        programs["softmax"] = norm = None  # ttnn's default interleaved programs
-    programs["attention_add_layernorm"] = programs["ffn_add_layernorm"] = norm
-    return programs
-
-
-# Op output -> the run config's tensor name (decides its dtype), in encoder order.
-OUTPUT_TENSORS = {
-    "qkv": "qkv_output", "split_heads": "qkv_output", "q_kt": "q_kt_output", "softmax": "softmax_output",
-    "attention_v": "attention_v_output", "concat_heads": "attention_v_output", "self_output": "self_output_output",
-    "attention_add_layernorm": "layernorm_output", "ff1_gelu": "ff1_output", "ff2": "ff2_output",
-    "ffn_add_layernorm": "layernorm_output",
-}
+        return _matmul(REUSE, grid, orient, heads_per_core * seq_t, _tiles(s, op.columns), _tiles(s, op.k), dest)
+    if op.kind == DATA_MOVEMENT or not plan.sharded:
+        return None  # data movement has no program; interleaved softmax and layernorm take ttnn's defaults
+    if op.kind == SOFTMAX:
+        return SoftmaxProgram(grid, largest_divisor(seq_t, dest), heads_per_core * seq_t, seq_t)
+    if op.kind == LAYERNORM:
+        return LayerNormProgram(grid, largest_divisor(hidden_t // g, dest), seq_t, hidden_t // g)
+    raise ValueError(f"{op.name}: no program for an op of kind {op.kind!r}")
 
 
 def output_elements(shape: EncoderShape, batch: int) -> dict[str, tuple[int, int]]:
     """Each op's output as a 2D [rows, columns] matrix (attention outputs folded over batch x heads)."""
-    s = shape
-    tokens, head_rows = batch * s.seq, batch * s.heads * s.seq
-    return {
-        "qkv": (tokens, 3 * s.hidden), "split_heads": (3 * head_rows, s.head_size), "q_kt": (head_rows, s.seq),
-        "softmax": (head_rows, s.seq), "attention_v": (head_rows, s.head_size), "concat_heads": (tokens, s.hidden),
-        "self_output": (tokens, s.hidden), "attention_add_layernorm": (tokens, s.hidden),
-        "ff1_gelu": (tokens, s.intermediate), "ff2": (tokens, s.hidden), "ffn_add_layernorm": (tokens, s.hidden),
-    }
+    dims = shape.dims(batch)
+    return {op.name: (dims[op.rows], dims[op.columns]) for op in ENCODER}
 
 
-def _placement(plan: Plan, op: str, buffer: str) -> Placement:
-    dtype = plan.config.dtype_of(OUTPUT_TENSORS[op])
+def _placement(plan: Plan, op: OpSpec, buffer: str) -> Placement:
+    dtype = plan.config.dtype_of(op.output)
     if not plan.sharded:
         return Placement(INTERLEAVED, buffer, dtype)
-    rows, cols = output_elements(plan.shape, plan.batch)[op]
+    rows, cols = output_elements(plan.shape, plan.batch)[op.name]
     cores = plan.batch * plan.groups
-    if cols == plan.shape.head_size or op in ("q_kt", "softmax"):  # attention: whole rows, split by heads
+    if op.per_head:  # attention: whole rows, split by heads
         return Placement(HEIGHT_SHARDED, L1, dtype, (rows // cores, cols))
     return Placement(BLOCK_SHARDED, L1, dtype, (rows // plan.batch, cols // plan.groups))
 
@@ -344,51 +337,33 @@ def _layernorm_cbs(plan: Plan, prog: LayerNormProgram | None, width_tiles: int) 
     return _bytes(2 * prog.block_h * prog.block_w + 2 * prog.block_w + 6 * prog.block_h + 2, INTERMEDIATE_DTYPE)
 
 
-# The encoder's dataflow: op -> (inputs, tensors kept alive across it for a later residual add).
-DATAFLOW = {
-    "qkv": (("input",), ()),
-    "split_heads": (("qkv",), ("input",)),
-    "q_kt": (("split_heads",), ("input",)),  # split_heads stands for Q, K^T and V together
-    "softmax": (("q_kt",), ("input", "split_heads")),
-    "attention_v": (("softmax",), ("input", "split_heads")),
-    "concat_heads": (("attention_v",), ("input",)),
-    "self_output": (("concat_heads",), ("input",)),
-    "attention_add_layernorm": (("self_output", "input"), ()),
-    "ff1_gelu": (("attention_add_layernorm",), ()),
-    "ff2": (("ff1_gelu",), ("attention_add_layernorm",)),
-    "ffn_add_layernorm": (("ff2", "attention_add_layernorm"), ()),
-}
-IN_PLACE = {"softmax", "attention_add_layernorm", "ffn_add_layernorm"}
-
-
 def l1_per_op(plan: Plan, placements: dict[str, Placement]) -> dict[str, int]:
-    """Peak per-core L1 bytes while each op runs: live tensors + the op's circular buffers."""
+    """Peak per-core L1 bytes while each op runs: live tensors (`OpSpec.inputs`, `held` and its output unless
+    written in place) + the op's circular buffers."""
     dims = output_elements(plan.shape, plan.batch)
-    dims["input"] = dims["self_output"]
-    placements = {**placements, "input": replace(placements["attention_add_layernorm"], dtype=plan.config.dtype_of("qkv_input"))}
-    programs = {name: op.program for name, op in plan.ops.items()}
-    seq_t, hidden_t, ff_t = plan.shape.seq // TILE, plan.shape.hidden // TILE, plan.shape.intermediate // TILE
-    k_tiles = {"qkv": hidden_t, "self_output": hidden_t, "ff1_gelu": hidden_t, "ff2": ff_t,
-               "q_kt": plan.shape.head_size // TILE, "attention_v": seq_t}
+    dims[LAYER_INPUT] = dims["self_output"]
+    layer_input = replace(placements["attention_add_layernorm"], dtype=plan.config.dtype_of("qkv_input"))
+    placements = {**placements, LAYER_INPUT: layer_input}
+    seq_t, hidden_t = plan.shape.seq // TILE, plan.shape.hidden // TILE
     usage = {}
-    for op, (inputs, held) in DATAFLOW.items():
-        live = set(inputs) | set(held) | ({op} if op not in IN_PLACE else set())
+    for op in ENCODER:
+        live = set(op.inputs) | set(op.held) | (set() if op.in_place else {op.name})
         total = sum(_tensor_l1(plan, placements[t], *dims[t]) for t in live)
-        prog = programs[op]
-        if op in k_tiles:
-            source = placements[inputs[0]]
-            total += _matmul_cbs(plan, prog, source.dtype, placements[op], k_tiles[op], source.layout != INTERLEAVED)
-        elif op == "softmax":
+        prog = plan.ops[op.name].program
+        if op.kind in (LINEAR, BATCHED_MATMUL):
+            source = placements[op.inputs[0]]
+            total += _matmul_cbs(plan, prog, source.dtype, placements[op.name], _tiles(plan.shape, op.k), source.layout != INTERLEAVED)
+        elif op.kind == SOFTMAX:
             total += _softmax_cbs(plan, prog, seq_t)
-        elif op in ("attention_add_layernorm", "ffn_add_layernorm"):
+        elif op.kind == LAYERNORM:
             total += _layernorm_cbs(plan, prog, hidden_t)
-        usage[op] = total
+        usage[op.name] = total
     return usage
 
 
-def _k_tiles(shape: EncoderShape, op: str, prog: MatmulProgram, groups: int) -> int:
+def _k_tiles(shape: EncoderShape, op: OpSpec, prog: MatmulProgram, groups: int) -> int:
     """The K a core holds for a matmul, in tiles: its shard width (multicast) or the whole K (batched)."""
-    k = {"q_kt": shape.head_size, "attention_v": shape.seq, "ff2": shape.intermediate}.get(op, shape.hidden) // TILE
+    k = _tiles(shape, op.k)
     return k // groups if prog.kind == MULTICAST else k
 
 
@@ -397,7 +372,7 @@ def _fit_l1(plan: Plan) -> tuple[Plan, dict[str, Placement], dict[str, int]]:
     this by hand: BFLOAT16-L1 keeps the attention scores and the FF1 output in DRAM); then narrow the K block of
     a matmul that still overflows (the next divisor of the K it holds). Stops when nothing helps any more."""
     buffer = L1 if plan.config.memory in (L1, SHARDED) else DRAM
-    placements = {op: _placement(plan, op, buffer) for op in ENCODER_OPS}
+    placements = {op.name: _placement(plan, op, buffer) for op in ENCODER}
     dims = output_elements(plan.shape, plan.batch)
     spill_order = [op for op in sorted(ENCODER_OPS, key=lambda op: -dims[op][0] * dims[op][1] * TILE_BYTES[placements[op].dtype])
                    if op != "softmax"]
@@ -407,7 +382,7 @@ def _fit_l1(plan: Plan) -> tuple[Plan, dict[str, Placement], dict[str, int]]:
         over = [op for op in ENCODER_OPS if usage[op] > plan.device.l1_free_bytes]
         if not over:
             return plan, placements, usage
-        live_in_overflow = {t for op in over for t in (*DATAFLOW[op][0], *DATAFLOW[op][1], op)}
+        live_in_overflow = {t for op in over for t in (*OPS[op].inputs, *OPS[op].held, op)}
         spill = next((op for op in spill_order if placements[op].buffer == L1 and op in live_in_overflow), None)
         if spill is not None:
             placements[spill] = replace(placements[spill], buffer=DRAM)
@@ -416,7 +391,7 @@ def _fit_l1(plan: Plan) -> tuple[Plan, dict[str, Placement], dict[str, int]]:
         for op in over:
             prog = plan.ops[op].program
             if isinstance(prog, MatmulProgram) and prog.in0_block_w > 1:
-                narrower = largest_divisor(_k_tiles(plan.shape, op, prog, plan.groups), prog.in0_block_w - 1)
+                narrower = largest_divisor(_k_tiles(plan.shape, OPS[op], prog, plan.groups), prog.in0_block_w - 1)
                 plan = replace(plan, ops={**plan.ops, op: replace(plan.ops[op], program=replace(prog, in0_block_w=narrower))})
                 narrowed = True
         if not narrowed:
@@ -453,7 +428,7 @@ def problems(plan: Plan) -> list[str]:
             cores = (rows // TILE // prog.per_core_M) * (cols // TILE // prog.per_core_N)
             if rows % (prog.per_core_M * TILE) or cols % (prog.per_core_N * TILE) or cores != plan.batch * plan.groups:
                 found.append(f"{name}: {prog.per_core_M}x{prog.per_core_N}-tile blocks do not tile the {rows}x{cols} output over {x}x{y} cores")
-            shard_k = _k_tiles(s, name, prog, plan.groups)
+            shard_k = _k_tiles(s, OPS[name], prog, plan.groups)
             if shard_k % prog.in0_block_w:
                 found.append(f"{name}: in0_block_w {prog.in0_block_w} does not divide the {shard_k}-tile K a core holds")
         elif isinstance(prog, (SoftmaxProgram, LayerNormProgram)):
@@ -474,14 +449,13 @@ def make_plan(device: str | Device, batch: int, config: str | RunConfig = DEFAUL
     config = config if isinstance(config, RunConfig) else get_run_config(config)
     if config.torch_only:
         raise PlanError(f"{config.name} is a torch-only reference config; Tenstorrent plans exist for the others")
-    if batch < 1:
-        raise PlanError(f"batch must be at least 1, got {batch}")
+    require_at_least("batch", batch)
     orientation, groups = choose_layout(device, batch, shape)
     lo, hi = device.batch_range
     if not lo <= batch <= hi:
         raise PlanError(f"{device.title} runs batch {lo}-{hi}, not {batch}")
     plan = Plan(device, batch, config, shape, orientation, groups)
-    plan = replace(plan, ops={name: OpPlan(name, prog, None) for name, prog in derive_programs(plan).items()})
+    plan = replace(plan, ops={op.name: OpPlan(op.name, derive_program(plan, op), None) for op in ENCODER})
     plan, placements, usage = _fit_l1(plan)
     plan = replace(plan, ops={n: OpPlan(n, plan.ops[n].program, placements[n], usage[n]) for n in ENCODER_OPS})
     found = problems(plan)
@@ -504,10 +478,10 @@ def format_plan(plan: Plan) -> str:
         "",
     ]
     rows = [("#", "op", "program config", "output", "L1/core")]
-    for i, name in enumerate(ENCODER_OPS, 1):
-        op = plan.ops[name]
-        program = op.program.describe() if op.program else ("data movement" if "heads" in name else "default (interleaved)")
-        rows.append((str(i), OP_TITLES[name], program, op.output.describe(), f"{op.l1_bytes / 1024:.0f} KiB"))
+    for i, spec in enumerate(ENCODER, 1):
+        op = plan.ops[spec.name]
+        program = op.program.describe() if op.program else (DATA_MOVEMENT if spec.kind == DATA_MOVEMENT else "default (interleaved)")
+        rows.append((str(i), spec.title, program, op.output.describe(), f"{op.l1_bytes / 1024:.0f} KiB"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         lines.append("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
@@ -515,11 +489,14 @@ def format_plan(plan: Plan) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="e150", choices=sorted(DEVICES), help="Tenstorrent device (default e150)")
-    parser.add_argument("--batch", type=int, default=12, help="sequences per batch (default 12)")
-    parser.add_argument("--config", default=DEFAULT_RUN_CONFIG, choices=[n for n, c in RUN_CONFIGS.items() if not c.torch_only])
+    from .options import add_batch_option, add_card_option
+
+    add_card_option(parser, "e150", "Tenstorrent card (default %(default)s)")
+    add_batch_option(parser, 12, "sequences per batch")
+    parser.add_argument("--config", default=DEFAULT_RUN_CONFIG, metavar="CONFIG",
+                        help=f"run configuration: {', '.join(TT_CONFIGS)} (default %(default)s)")
 
 
 def run(args: argparse.Namespace) -> int:
-    print(format_plan(make_plan(args.device, args.batch, args.config)))
+    print(format_plan(make_plan(args.card, args.batch, args.config)))
     return 0

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
+
+if TYPE_CHECKING:
+    from .plan import Plan
 
 
 def quantization_error(weight: torch.Tensor, title: str = "rounding error of one weight matrix"):
@@ -55,6 +60,36 @@ def ops_bars(report, column: str, title: str, xlabel: str):
     ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def grid_picture(plan: Plan, ax=None):
+    """The device's core grid, each used core labelled with the sequence and heads it holds (matplotlib)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    dx, dy = plan.device.grid
+    if ax is None:
+        _, ax = plt.subplots(figsize=(0.8 * dx + 1, 0.6 * dy + 1))
+    colours = plt.get_cmap("tab20")
+    used = {plan.core(b, g): (b, g) for b in range(plan.batch) for g in range(plan.groups)}
+    per_core = plan.shape.heads // plan.groups
+    for x in range(dx):
+        for y in range(dy):
+            b_g = used.get((x, y))
+            colour = colours(b_g[0] % 20) if b_g else "0.9"
+            ax.add_patch(Rectangle((x, y), 0.95, 0.95, facecolor=colour, edgecolor="white"))
+            if b_g:
+                b, g = b_g
+                ax.text(x + 0.47, y + 0.47, f"s{b}\nh{g * per_core}-{(g + 1) * per_core - 1}", ha="center", va="center", fontsize=7)
+    ax.set_xlim(0, dx)
+    ax.set_ylim(dy, 0)  # core (0, 0) top-left, as tt-metal draws the grid
+    ax.set_aspect("equal")
+    ax.set_xticks([i + 0.47 for i in range(dx)], range(dx))
+    ax.set_yticks([i + 0.47 for i in range(dy)], range(dy))
+    ax.set_xlabel("x")
+    ax.set_ylabel("y")
+    ax.set_title(f"{plan.device.title}: batch {plan.batch} on {plan.grid[0]}x{plan.grid[1]} cores ({plan.orientation}); s = sequence, h = heads")
+    return ax.figure
 
 
 def config_scores(scores: dict[str, dict[str, float]], columns=("f1", "HasAns_f1", "NoAns_exact"),

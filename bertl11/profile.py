@@ -1,7 +1,7 @@
 """`bertl11 profile`: time every op of every layer, like the seed's device profile, as CSV and a bar chart.
 
-`ProfilingOps` wraps a backend's ops: each call is timed (the device synchronised on both sides) and its
-matmul FLOPs counted from the shapes. It offers no fused attention, so the model runs the seed's 11 encoder
+`ProfilingOps` wraps a backend: each op call is timed (the device synchronised on both sides) and its
+matmul FLOPs counted from the shapes. It does not fuse attention, so the model runs the seed's 11 encoder
 ops one by one: the path the TT backend implements. Rows: embeddings, then 11 per layer, then the QA head.
 
 FLOPs count matmuls only (2 per multiply-add; biases, softmax, layernorm and GELU count 0), so a layer
@@ -17,18 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
 
-from .ops import ENCODER_OPS, OP_TITLES
-from .perf import add_model_arguments, atomic_output, load_model, synthetic_inputs, write_csv
+from .ops import BATCHED_MATMUL, ENCODER_OPS, HEAD, LINEAR, OPS, Backend, op_label
+from .files import atomic_output, write_csv
+from .perf import add_model_arguments, load_model, synthetic_inputs
 
-LINEARS = ("qkv", "self_output", "ff1_gelu", "ff2", "qa_head")
 DEFAULT_ITERATIONS = 3
-
-
-def op_label(op: str) -> str:
-    """The seed's op name, numbered for encoder ops: "(4) softmax"."""
-    if op in ENCODER_OPS:
-        return f"({ENCODER_OPS.index(op) + 1}) {OP_TITLES[op]}"
-    return OP_TITLES[op]
 
 
 def _shape(t) -> tuple[int, ...]:
@@ -42,16 +35,14 @@ def _tensors(value) -> list:
 
 def matmul_flops(op: str, args: tuple, out) -> int:
     """2 x multiply-adds of the op's matmul, from its input and output shapes (0 for other ops)."""
-    if op in LINEARS:
-        x = args[0]
-        outputs = 2 if op == "qa_head" else _shape(out)[-1]  # the QA head returns start and end separately
-        return 2 * math.prod(_shape(x)) * outputs
-    if op == "q_kt":  # [B, N, S, D] x [B, N, D, S]
-        q, k_t = args
-        return 2 * math.prod(_shape(q)) * _shape(k_t)[-1]
-    if op == "attention_v":  # [B, N, S, S] x [B, N, S, D]
-        probs, v = args
-        return 2 * math.prod(_shape(probs)) * _shape(v)[-1]
+    kind = OPS[op].kind
+    if kind == LINEAR:  # [B, S, K] x [K, N]
+        return 2 * math.prod(_shape(args[0])) * _shape(out)[-1]
+    if kind == HEAD:  # [B, S, H] x [H, 2], returned as start and end apart
+        return 2 * math.prod(_shape(args[0])) * len(out)
+    if kind == BATCHED_MATMUL:  # [B, N, M, K] x [B, N, K, N']: Q.K^T and probs.V
+        a, b = args
+        return 2 * math.prod(_shape(a)) * _shape(b)[-1]
     return 0
 
 
@@ -66,30 +57,37 @@ class OpCall:
     seconds: float
 
 
-class ProfilingOps:
-    """The wrapped ops' 13 profiled methods, timed; `attention_mask` passes through untimed."""
+class ProfilingOps(Backend):
+    """A backend whose 13 ops (`ops.OPS`) are the wrapped backend's, timed; the rest passes through untimed."""
 
-    def __init__(self, ops):
+    def __init__(self, ops: Backend):
         self.ops = ops
+        self.device, self.card = ops.device, ops.card
         self.calls: list[OpCall] = []
         self._layer = -1
-        # A backend whose kernels run asynchronously must say when they are done (torch CUDA, ttnn).
-        self._synchronize = getattr(ops, "synchronize", lambda: None)
 
-    @property
-    def device(self):
-        return self.ops.device
+    def begin_batch(self, batch: int, seq: int) -> None:
+        self.ops.begin_batch(batch, seq)
+
+    def synchronize(self) -> None:
+        self.ops.synchronize()
+
+    def describe(self) -> str:
+        return self.ops.describe()
+
+    def release(self, t) -> None:
+        self.ops.release(t)
 
     def attention_mask(self, attention_mask):
         return self.ops.attention_mask(attention_mask)
 
     def _call(self, op: str, args: tuple):
-        if op == "qkv":
+        if op == ENCODER_OPS[0]:
             self._layer += 1
-        self._synchronize()
+        self.ops.synchronize()  # asynchronous backends (torch CUDA, ttnn) finish earlier work first
         started = time.perf_counter()
-        out = getattr(self.ops, op)(*args)
-        self._synchronize()
+        out = getattr(self.ops, op)(*args)  # every name in OPS is a declared Backend op
+        self.ops.synchronize()
         seconds = time.perf_counter() - started
         outputs = _tensors(out)
         self.calls.append(OpCall(
@@ -112,7 +110,7 @@ def _profiled(op: str):
     return call
 
 
-for _op in OP_TITLES:
+for _op in OPS:
     setattr(ProfilingOps, _op, _profiled(_op))
 
 
@@ -187,8 +185,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    model = load_model(args)
-    calls = profile_model(model, synthetic_inputs(model.shape.vocab_size, args.batch, args.seq), args.iterations)
+    with load_model(args, {"--csv": args.csv, "--plot": args.plot}) as model:
+        calls = profile_model(model, synthetic_inputs(model.shape.vocab_size, args.batch, args.seq), args.iterations)
     write_csv(args.csv, report_rows(calls))
     total = sum(c.seconds for c in calls)
     print(f"{model.source.name} {args.config} batch {args.batch} seq {args.seq} on {args.device}: "

@@ -16,6 +16,7 @@ from .cache import load_or_convert
 from .config import DEFAULT_RUN_CONFIG, RunConfig, get_run_config
 from .errors import UserError
 from .model import bert_qa
+from .ops import Backend
 from .sources import ModelSource, resolve_model
 
 DEVICES = ("cpu", "cuda", "tt")
@@ -37,9 +38,10 @@ class LoadReport:
 class QAModel:
     source: ModelSource
     run_config: RunConfig
-    ops: object
+    ops: Backend
     params: object
     load_report: LoadReport = field(default_factory=lambda: LoadReport(0.0))
+    device: str = "cpu"  # one of DEVICES
 
     @classmethod
     def load(
@@ -61,7 +63,17 @@ class QAModel:
         flat, outcome = load_or_convert(source, run_config, cache_dir)
         params = ops.prepare(flat)
         report = LoadReport(time.perf_counter() - started, outcome.hit, outcome.detail)
-        return cls(source, run_config, ops, params, report)
+        return cls(source, run_config, ops, params, report, device)
+
+    def close(self) -> None:
+        """Give the backend's device back (a Tenstorrent card; nothing to do for torch)."""
+        self.ops.close()
+
+    def __enter__(self) -> "QAModel":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     @property
     def shape(self):
@@ -87,7 +99,7 @@ class QAModel:
 
 
 def make_ops(source: ModelSource, run_config: RunConfig, device: str, fast: bool = False,
-             cache_dir: str | Path | None = None):
+             cache_dir: str | Path | None = None) -> Backend:
     if device not in DEVICES:
         raise UserError(f"unknown device {device!r}; choose one of: {', '.join(DEVICES)}")
     if device == "tt":

@@ -18,27 +18,19 @@ Build it from a `bertl11 finetune` output directory:
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 from pathlib import Path
 
 from .errors import UserError
 from .files import atomic_path, read_json, write_json
+from .verified import sha256_file as sha256_of
 
 NAME = "minilm-squad2"
 DIRECTORY = Path(__file__).resolve().parent / "models" / NAME
 DELTA_FILE = "delta.safetensors"
 MANIFEST_FILE = "manifest.json"
 WHOLE = "qa_outputs."  # tensors the base does not have, stored whole (float32)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _base_state() -> dict:

@@ -230,15 +230,19 @@ def is_cached_on_hub(model_id: str = DEFAULT_MODEL) -> bool:
     return (Path(path) / "config.json").is_file()
 
 
-def hub_reachable(model_id: str = DEFAULT_MODEL, timeout: float = 3.0) -> bool:
-    """Whether the HF hub answers for this model now (False at once when HF_HUB_OFFLINE is set)."""
-    from huggingface_hub import constants, model_info
+HUB_PROBE_SECONDS = 3.0
+
+
+def hub_reachable(repo_id: str = DEFAULT_MODEL, repo_type: str = "model", timeout: float = HUB_PROBE_SECONDS) -> bool:
+    """Whether the HF hub answers for this model or dataset within `timeout` (False at once when HF_HUB_OFFLINE is
+    set). Asked before a download, because huggingface_hub and datasets retry for ~25 s when offline."""
+    from huggingface_hub import HfApi, constants
 
     if constants.HF_HUB_OFFLINE:
         return False
     try:
-        model_info(model_id, timeout=timeout)
-    except Exception:
+        HfApi().repo_info(repo_id, repo_type=repo_type, timeout=timeout)
+    except Exception:  # any failure (DNS, timeout, HTTP error) means "not reachable"
         return False
     return True
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import html
 import json
-import time
 from dataclasses import dataclass, field
 
 from .config import DEFAULT_RUN_CONFIG, RUN_CONFIGS
@@ -60,17 +59,17 @@ class QAApp:
         return self.models[key]
 
     def ask(self, context: str, question: str, model: str, config: str = DEFAULT_RUN_CONFIG) -> AppAnswer:
-        from .squad.pipeline import answer
+        from .squad.pipeline import run_pipeline
+        from .squad.postprocess import SpanSearch
 
         if not context.strip():
             raise UserError("the context is empty")
         if not question.strip():
             raise UserError("the question is empty")
         qa = self.model(model, config)
-        started = time.perf_counter()
-        (result,) = answer(qa, [question], [context], batch_size=1, handle_impossible_answer=True)
-        seconds = time.perf_counter() - started
-        return AppAnswer(result.text, result.score, seconds, highlight(context, result.start, result.end))
+        run = run_pipeline(qa, [question], [context], batch_size=1, search=SpanSearch(handle_impossible_answer=True))
+        (result,) = run.answers
+        return AppAnswer(result.text, result.score, sum(run.seconds.values()), highlight(context, result.start, result.end))
 
 
 def build_app(app: QAApp | None = None, model_choices=None, default_model: str = OFFLINE_DEFAULT):

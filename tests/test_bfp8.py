@@ -1,4 +1,4 @@
-"""BFLOAT8_B against the format's rules (reference.md section 2), not against our own code.
+"""BFLOAT8_B against the format's rules (docs/sources.md section 2), not against our own code.
 
 Expected values are worked out by hand in the comments, or by `reference_group`, a deliberately plain
 scalar transcription of ttnn's integer recipe (blockfloat_common.cpp) that shares nothing with bertl11.bfp8.

@@ -1,4 +1,5 @@
-"""The grid emulator runs each plan core by core and must equal the dense torch encoder layer.
+"""The grid emulator backend runs each plan core by core, driven by model.py, and must equal the dense torch
+encoder layer.
 
 BERT-large shapes (seq 384, hidden 1024, 16 heads, FFN 4096), one encoder layer with random weights. Every
 supported (device, batch, config) is planned and emulated; to stay within the test budget, each emulation does
@@ -8,19 +9,17 @@ blocks are checked for coverage, and an identical program on identical data is e
 
 from dataclasses import replace
 
-import matplotlib
 import pytest
 import torch
 
+from bertl11.backends.emulator import EmulationError, GridEmulator
 from bertl11.backends.torch import TorchOps
 from bertl11.config import RUN_CONFIGS, BertShape, get_run_config
 from bertl11.devices import DEVICES
-from bertl11.emulator import EmulationError, GridEmulator, grid_picture
 from bertl11.model import encoder_layer
 from bertl11.plan import make_plan
 from bertl11.weights import parameter_tree
 
-matplotlib.use("Agg")
 pytestmark = pytest.mark.slow
 
 SEQ, HIDDEN, HEADS, FFN = 384, 1024, 16, 4096
@@ -45,20 +44,21 @@ def layer():
         "output.dense.weight": normal(FFN, HIDDEN), "output.dense.bias": normal(HIDDEN),
         "output.LayerNorm.weight": 1 + normal(HIDDEN), "output.LayerNorm.bias": normal(HIDDEN),
     }
-    params = parameter_tree(flat)
     x = normal(MAX_BATCH, SEQ, HIDDEN, scale=1.0)
     lengths = torch.randint(40, SEQ + 1, (MAX_BATCH,), generator=generator)
     ops = TorchOps(SHAPE, get_run_config("FLOAT32"))
     mask = ops.attention_mask((torch.arange(SEQ)[None] < lengths[:, None]).float())
     with torch.inference_mode():
-        dense = encoder_layer(ops, x, mask, params, SHAPE)
-    return params, x, mask.view(MAX_BATCH, SEQ), dense
+        dense = encoder_layer(ops, x, mask, parameter_tree(flat), SHAPE)
+    return flat, x, mask, dense
 
 
 def emulate(plan, layer, rows):
-    params, x, mask, _ = layer
+    flat, x, mask, _ = layer
+    backend = GridEmulator(plan, SHAPE, rows=rows)
     with torch.inference_mode():
-        return GridEmulator(plan, rows=rows).encoder_layer(x[: plan.batch], mask[: plan.batch], params, SHAPE.layer_norm_eps)
+        backend.begin_batch(plan.batch, SEQ)
+        return encoder_layer(backend, x[: plan.batch], mask[: plan.batch], backend.prepare(flat), SHAPE)
 
 
 def assert_matches_dense(out, layer, rows):
@@ -106,11 +106,3 @@ def test_wrong_program_configs_fail(layer):
         emulate(_with_program(plan, "ff1_gelu", out_subblock_w=3), layer, [1])
     with pytest.raises(EmulationError):
         emulate(_with_program(plan, "qkv", transpose_mcast=True), layer, [1])
-
-
-def test_grid_picture_labels_every_used_core():
-    plan = make_plan("e150", 12)
-    figure = grid_picture(plan)
-    ax = figure.axes[0]
-    assert len(ax.patches) == 12 * 9
-    assert sum(text.get_text().startswith("s") for text in ax.texts) == plan.batch * plan.groups

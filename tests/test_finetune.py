@@ -8,6 +8,7 @@ import sys
 import pytest
 import torch
 
+from bertl11.demo import PACKAGED_INPUT
 from bertl11.finetune import MODEL_CARD, Recipe, answer_tokens, training_windows
 from bertl11.squad.data import load_squad
 from bertl11.squad.metric import normalize_answer
@@ -36,7 +37,7 @@ def dev():
 
 def test_held_out_articles_are_never_trained_or_validated_on(dev):
     """The 12 articles of the demo input are exactly the held-out ones, and finetune's split skips them."""
-    demo_contexts = {item["context"] for item in json.loads((SQUAD_DEV.parents[1] / "input_data.json").read_text())}
+    demo_contexts = {item["context"] for item in json.loads(PACKAGED_INPUT.read_text())}
     demo_titles = {title for title, context in zip(dev["title"], dev["context"]) if context in demo_contexts}
     assert demo_titles == set(HELD_OUT_ARTICLES)
     train, validation = train_validation(dev, validation_articles=2)

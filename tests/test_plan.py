@@ -8,7 +8,7 @@ from bertl11.cli import main
 from bertl11.devices import DEVICES
 from bertl11.plan import MULTICAST, REUSE, PlanError, make_plan, out_subblock, problems
 
-# The seed's tt/model_config.py, BFLOAT8_B-SHARDED at batch 12 (reference.md section 1):
+# The seed's tt/model_config.py, BFLOAT8_B-SHARDED at batch 12 (docs/sources.md section 1):
 # op -> (program kind, in0_block_w, out_subblock_h, out_subblock_w, per_core_M, per_core_N)
 SEED_MATMULS = {
     "qkv": (MULTICAST, 4, 1, 6, 12, 12),
@@ -86,9 +86,9 @@ def test_l1_overflow_is_refused():
 
 
 def test_cli_prints_the_table_and_refuses_with_exit_2(capsys):
-    assert main(["plan", "--device", "e150", "--batch", "12", "--config", "BFLOAT8_B-SHARDED"]) == 0
+    assert main(["plan", "--card", "e150", "--batch", "12", "--config", "BFLOAT8_B-SHARDED"]) == 0
     out = capsys.readouterr().out
     assert "per_core=12x12" in out and "grid 12x8" in out
-    assert main(["plan", "--device", "e150", "--batch", "13"]) == 2
+    assert main(["plan", "--card", "e150", "--batch", "13"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("bertl11 plan: error:") and err.count("\n") == 1

@@ -8,7 +8,7 @@ from bertl11 import resolve_model
 from bertl11.cli import main
 
 COLUMNS = ("Layer", "Op", "Op Name", "Input Shapes", "Output Shapes", "Dtype", "Duration (ms)", "FLOPs", "GFLOP/s", "Share (%)")
-# The seed encoder's ops in order, as its report names them (reference.md section 1), numbered.
+# The seed encoder's ops in order, as its report names them (docs/sources.md section 1), numbered.
 SEED_ENCODER = ["QKV", "split heads", "QK^T", "softmax", "attention.V", "concat heads", "self-output",
                 "add+layernorm", "FF1+GELU", "FF2", "add+layernorm"]
 BATCH, SEQ = 2, 64

@@ -11,6 +11,7 @@ from bertl11.backends.torch import round_to
 from bertl11.compare import pcc
 from bertl11.config import BFLOAT8_B, BFLOAT16, FLOAT32
 from bertl11.model import bert_qa
+from bertl11.ops import DATA_MOVEMENT, OPS
 from conftest import encode
 
 # Two native bfloat16 kernels of one CPU disagree this much already: on minilm (6 SQuAD pairs), oneDNN's
@@ -72,13 +73,8 @@ class Recorder:
         return record
 
 
-# Op -> the tensor name whose storage dtype its output is held in (RunConfig.dtype_of).
-STORED = {
-    "embeddings": "qkv_input", "attention_mask": "attention_mask", "qkv": "qkv_output", "q_kt": "q_kt_output",
-    "softmax": "softmax_output", "attention_v": "attention_v_output", "self_output": "self_output_output",
-    "attention_add_layernorm": "layernorm_output", "ff1_gelu": "ff1_output", "ff2": "ff2_output",
-    "ffn_add_layernorm": "layernorm_output",
-}
+# Op -> the tensor name whose storage dtype its output is held in (the op table; data movement rounds nothing).
+STORED = {name: op.output for name, op in OPS.items() if op.output and op.kind != DATA_MOVEMENT} | {"attention_mask": "attention_mask"}
 
 
 def op_outputs(monkeypatch, config, mode):

@@ -1,1 +1,1 @@
-"""Backends implement the op interface (`bertl11.ops.Ops`): torch for CPU/CUDA, ttnn for Tenstorrent."""
+"""Backends implement `bertl11.ops.Backend`: torch for CPU/CUDA, ttnn for Tenstorrent, and the grid emulator."""

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from .. import machine
 from ..config import BFLOAT8_B, BFLOAT16, FLOAT32, BertShape, RunConfig, get_run_config
 from ..model import bert_qa
+from ..ops import OPS, Backend
 from ..weights import parameter_tree, tensor_kind
 
 TORCH_DTYPES = {FLOAT32: torch.float32, BFLOAT16: torch.bfloat16}
@@ -53,8 +54,8 @@ def gemm_dtype(run_config: RunConfig, device: torch.device) -> tuple[torch.dtype
     return TORCH_DTYPES[choice.kernel], choice.reason
 
 
-class TorchOps:
-    """`Ops` for torch tensors. Activations are [B, S, H] in the compute dtype."""
+class TorchOps(Backend):
+    """`Backend` for torch tensors. Activations are [B, S, H] in the compute dtype."""
 
     def __init__(self, shape: BertShape, run_config: RunConfig, device: str | torch.device = "cpu"):
         self.shape = shape
@@ -93,9 +94,13 @@ class TorchOps:
         """The GEMM this path runs and why, in one line."""
         return f"{str(self.gemm_dtype).removeprefix('torch.')} GEMMs ({self.gemm_reason})"
 
-    def _store(self, tensor_name: str, t: torch.Tensor) -> torch.Tensor:
-        """An op output as the device would hold it (e.g. BFLOAT8_B activations)."""
-        return round_to(t, self.run_config.dtype_of(tensor_name))
+    def _hold(self, tensor: str, t: torch.Tensor) -> torch.Tensor:
+        """A named tensor (`ops.TENSORS`) as the device would hold it (e.g. BFLOAT8_B activations)."""
+        return round_to(t, self.run_config.dtype_of(tensor))
+
+    def _store(self, op: str, t: torch.Tensor) -> torch.Tensor:
+        """An op's output as the device would hold it."""
+        return self._hold(OPS[op].output, t)
 
     def _linear(self, x: torch.Tensor, p) -> torch.Tensor:
         tokens = x.reshape(-1, x.shape[-1]).to(self.gemm_dtype)  # .to: no-ops where the GEMM dtype is native
@@ -109,14 +114,14 @@ class TorchOps:
         x = p.word_embeddings.weight[input_ids] + p.token_type_embeddings.weight[token_type_ids]
         x = x + p.position_embeddings.weight[positions]
         x = F.layer_norm(x, (x.shape[-1],), p.LayerNorm.weight, p.LayerNorm.bias, self.shape.layer_norm_eps)
-        return self._store("qkv_input", x)
+        return self._store("embeddings", x)
 
     def attention_mask(self, attention_mask):
         mask = (1.0 - attention_mask.to(self.dtype)) * MASK_VALUE
-        return self._store("attention_mask", mask[:, None, None, :])
+        return self._hold("attention_mask", mask[:, None, None, :])
 
     def qkv(self, x, p):
-        return self._store("qkv_output", self._linear(x, p))
+        return self._store("qkv", self._linear(x, p))
 
     def split_heads(self, qkv, num_heads):
         batch, seq, _ = qkv.shape
@@ -124,33 +129,36 @@ class TorchOps:
         return q, k.transpose(-1, -2), v
 
     def q_kt(self, q, k_t):
-        return self._store("q_kt_output", self._matmul(q, k_t))
+        return self._store("q_kt", self._matmul(q, k_t))
 
     def softmax(self, scores, mask, scale):
-        return self._store("softmax_output", torch.softmax(scores * scale + mask, dim=-1))
+        return self._store("softmax", torch.softmax(scores * scale + mask, dim=-1))
 
     def attention_v(self, probs, v):
-        return self._store("attention_v_output", self._matmul(probs, v))
+        return self._store("attention_v", self._matmul(probs, v))
 
     def concat_heads(self, context):
         batch, heads, seq, head_size = context.shape
         return context.transpose(1, 2).reshape(batch, seq, heads * head_size)
 
     def self_output(self, x, p):
-        return self._store("self_output_output", self._linear(x, p))
+        return self._store("self_output", self._linear(x, p))
 
-    def _add_layernorm(self, x, residual, p, eps):
-        y = F.layer_norm(x + residual, (x.shape[-1],), p.weight, p.bias, eps)
-        return self._store("layernorm_output", y)
+    @staticmethod
+    def _add_layernorm(x, residual, p, eps):
+        return F.layer_norm(x + residual, (x.shape[-1],), p.weight, p.bias, eps)
 
-    attention_add_layernorm = _add_layernorm
-    ffn_add_layernorm = _add_layernorm
+    def attention_add_layernorm(self, x, residual, p, eps):
+        return self._store("attention_add_layernorm", self._add_layernorm(x, residual, p, eps))
+
+    def ffn_add_layernorm(self, x, residual, p, eps):
+        return self._store("ffn_add_layernorm", self._add_layernorm(x, residual, p, eps))
 
     def ff1_gelu(self, x, p):
-        return self._store("ff1_output", F.gelu(self._linear(x, p), approximate=self.gelu_approximate))
+        return self._store("ff1_gelu", F.gelu(self._linear(x, p), approximate=self.gelu_approximate))
 
     def ff2(self, x, p):
-        return self._store("ff2_output", self._linear(x, p))
+        return self._store("ff2", self._linear(x, p))
 
     def qa_head(self, x, p):
         logits = self._linear(x, p)
@@ -268,7 +276,7 @@ INT8_LINEARS = {"int_mm": IntMmLinear, "fbgemm": FbgemmLinear}
 
 
 class FastTorchOps(TorchOps):
-    """`Ops` tuned for speed rather than for the device's numerics.
+    """`Backend` tuned for speed rather than for the device's numerics.
 
     - Weights are laid out once at load. Float GEMMs run in the config's compute dtype (float32 for FLOAT32;
       otherwise bfloat16 on CUDA, and on CPU whichever of bfloat16 and float32 `machine.probe` finds faster).
@@ -314,13 +322,15 @@ class FastTorchOps(TorchOps):
             return f"{super().kernel()}; no int8 ({self.int8.reason})"
         return super().kernel()
 
-    def _store(self, tensor_name: str, t: torch.Tensor) -> torch.Tensor:
+    def _hold(self, tensor: str, t: torch.Tensor) -> torch.Tensor:
         return t
 
     def _linear(self, x: torch.Tensor, p) -> torch.Tensor:
         if isinstance(p.weight, torch.Tensor):
             return super()._linear(x, p)
         return p.weight(x.reshape(-1, x.shape[-1])).add_(p.bias).view(*x.shape[:-1], -1)
+
+    fuses_attention = True
 
     def fused_attention(self, q, k_t, v, mask, scale):
         """(3)-(5) in one kernel: softmax(Q.K^T * scale + mask) . V."""

@@ -11,14 +11,13 @@ stored beside it with ttnn.dump_tensor (`cache.ttnn_cache_directory`/<arch>/*.te
 sizes and sha256 and of the safetensors manifest they came from, written last); later loads verify the
 manifest and use ttnn.load_tensor. The program
 cache is on (ttnn's default; enabled explicitly for older builds), so the first batch compiles every kernel
-and later batches reuse them: `run_seconds` records each batch's wall time for first vs cached timings.
+and later batches reuse them.
+
+Memory: ops never free their inputs; the model calls `release` after a tensor's last use (`model.py`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import time
 from pathlib import Path
 
 import torch
@@ -27,17 +26,18 @@ from ..config import BertShape, RunConfig
 from ..devices import COL_MAJOR, Device, device_for_arch
 from ..errors import UserError
 from ..files import atomic_path, write_json
+from ..ops import OPS, Backend
 from ..plan import (
     BLOCK_SHARDED, INTERLEAVED, MULTICAST, EncoderShape, LayerNormProgram, MatmulProgram, Plan,
     SoftmaxProgram, interleave_qkv, make_plan,
 )
+from ..verified import MANIFEST, StaleCache, file_entry, read_manifest, sha256_file, verify_files
 from ..weights import parameter_tree, tensor_kind
 from .torch import MASK_VALUE
 from .ttnn_program_configs import build_program_config
 
 # The seed runs layernorm at HiFi4 and the matmuls at ttnn's defaults (tt/bert_encoder.py).
 LAYERNORM_FIDELITY = "HiFi4"
-MANIFEST = "manifest.json"
 
 
 def import_ttnn():
@@ -91,7 +91,7 @@ def open_tt_device(ttnn) -> tuple[object, Device]:
     if arch == "grayskull":
         raise UserError(
             "--device tt: this card is a Grayskull, which current ttnn no longer runs (last supported in tt-metal v0.55); "
-            "`bertl11 plan --device e150` and the grid emulator still cover it"
+            "`bertl11 plan --card e150` and the grid emulator still cover it"
         )
     try:
         device = ttnn.open_device(device_id=0)
@@ -108,16 +108,8 @@ def open_tt_device(ttnn) -> tuple[object, Device]:
         raise
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-class TtnnOps:
-    """`Ops` on a Tenstorrent card. Activations are ttnn tensors [B, 1, S, H] in tile layout."""
+class TtnnOps(Backend):
+    """`Backend` on a Tenstorrent card. Activations are ttnn tensors [B, 1, S, H] in tile layout."""
 
     def __init__(self, shape: BertShape, run_config: RunConfig, weight_cache: Path | None = None, source_manifest: Path | None = None):
         """weight_cache: where this backend keeps its .tensorbin files; source_manifest: the safetensors cache's
@@ -129,22 +121,37 @@ class TtnnOps:
         self.source_manifest = source_manifest
         self.tt, self.card = open_tt_device(self.ttnn)
         self.device = torch.device("cpu")  # the model hands inputs over on the host; embeddings uploads them
-        self.plan: Plan | None = None
-        self.run_seconds: list[float] = []
-        self._started = 0.0
+        self.plan: Plan | None = None  # the current batch's, from begin_batch
 
-    # ------------------------------------------------------------------ placement
+    # ------------------------------------------------------------------ the device
+
+    def begin_batch(self, batch: int, seq: int) -> None:
+        """Every op of the batch runs with the plan for its batch and sequence length."""
+        if self.plan is None or self.plan.batch != batch or self.plan.shape.seq != seq:
+            self.plan = self._plan_for(batch, seq)
+
+    def synchronize(self) -> None:
+        self.ttnn.synchronize_device(self.tt)
+
+    def describe(self) -> str:
+        return f"{self.run_config.name} on {self.card.title}"
+
+    def release(self, t) -> None:
+        t.deallocate()
 
     def close(self) -> None:
         self.ttnn.close_device(self.tt)
 
+    # ------------------------------------------------------------------ placement
+
+    def _plan_for(self, batch: int, seq: int) -> Plan:
+        return make_plan(self.card, batch, self.run_config, EncoderShape.from_bert(self.shape, seq))
+
     def _dtype(self, tensor: str):
         return getattr(self.ttnn, self.run_config.dtype_of(tensor))
 
-    def _plan_for(self, batch: int, seq: int) -> Plan:
-        if self.plan is None or self.plan.batch != batch or self.plan.shape.seq != seq:
-            self.plan = make_plan(self.card, batch, self.run_config, EncoderShape.from_bert(self.shape, seq))
-        return self.plan
+    def _output_dtype(self, op: str):
+        return self._dtype(OPS[op].output)
 
     def _memory(self, op: str):
         """The output memory config the plan gives an op (sharded specs are derived by the op itself)."""
@@ -165,8 +172,7 @@ class TtnnOps:
 
     def _groups(self) -> int:
         """QKV interleave groups: the same for every batch on this card (derived at the largest batch)."""
-        plan = make_plan(self.card, self.card.batch_range[1], self.run_config, EncoderShape.from_bert(self.shape))
-        return plan.qkv_groups
+        return self._plan_for(self.card.batch_range[1], EncoderShape().seq).qkv_groups
 
     def _device_layout(self, name: str, t: torch.Tensor, groups: int):
         """(tensor shaped as ttnn takes it, dtype name, tile layout?) for one model-layout parameter."""
@@ -206,29 +212,26 @@ class TtnnOps:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as temporary:
             self.ttnn.dump_tensor(temporary, host)
-        return {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+        return file_entry(path)
 
     def _header(self, groups: int) -> dict:
         source = self.source_manifest
         return {
             "ttnn": getattr(self.ttnn, "__version__", "unknown"), "config": self.run_config.name, "qkv_groups": groups,
-            "source": _sha256(source) if source is not None and source.is_file() else None,
+            "source": sha256_file(source) if source is not None and source.is_file() else None,
         }
 
     def _read_manifest(self, directory: Path | None, groups: int) -> dict | None:
         """The manifest if it matches and every file verifies; None means convert (and rewrite) the cache."""
-        if directory is None or not (directory / MANIFEST).is_file():
+        if directory is None:
             return None
         try:
-            manifest = json.loads((directory / MANIFEST).read_text())
-        except (OSError, ValueError):
-            return None
-        if manifest.get("header") != self._header(groups):
-            return None
-        for file_name, entry in manifest.get("files", {}).items():
-            path = directory / file_name
-            if not path.is_file() or path.stat().st_size != entry["bytes"] or _sha256(path) != entry["sha256"]:
+            manifest = read_manifest(directory)
+            if manifest.get("header") != self._header(groups):
                 return None
+            verify_files(directory, manifest.get("files", {}))
+        except (StaleCache, KeyError, TypeError):
+            return None
         return manifest
 
     def _write_manifest(self, directory: Path, groups: int, entries: dict) -> None:
@@ -238,9 +241,7 @@ class TtnnOps:
 
     def embeddings(self, input_ids, token_type_ids, p):
         ttnn = self.ttnn
-        self._started = time.perf_counter()
         batch, seq = input_ids.shape
-        self._plan_for(batch, seq)
         ids, types, positions = (
             ttnn.from_torch(t.to(torch.int32).contiguous(), dtype=ttnn.uint32, layout=ttnn.ROW_MAJOR_LAYOUT, device=self.tt,
                             memory_config=ttnn.L1_MEMORY_CONFIG)
@@ -259,9 +260,9 @@ class TtnnOps:
         if self.plan.sharded:
             return ttnn.interleaved_to_sharded(
                 x, ttnn.CoreCoord(*self.plan.grid), self.plan.ops["self_output"].output.shard_shape,
-                ttnn.TensorMemoryLayout.BLOCK_SHARDED, self._orientation(), self._dtype("qkv_input"),
+                ttnn.TensorMemoryLayout.BLOCK_SHARDED, self._orientation(), self._output_dtype("embeddings"),
             )
-        return ttnn.typecast(x, self._dtype("qkv_input"), memory_config=self._memory("self_output"))
+        return ttnn.typecast(x, self._output_dtype("embeddings"), memory_config=self._memory("self_output"))
 
     def attention_mask(self, attention_mask):
         ttnn = self.ttnn
@@ -273,12 +274,12 @@ class TtnnOps:
         return ttnn.from_torch(additive.reshape(batch, 1, 1, seq), dtype=self._dtype("attention_mask"), layout=ttnn.TILE_LAYOUT,
                                device=self.tt, memory_config=ttnn.L1_MEMORY_CONFIG)
 
-    def _linear(self, op: str, x, p, output: str):
+    def _linear(self, op: str, x, p):
         return self.ttnn.linear(x, p.weight, bias=p.bias, program_config=self._program(op),
-                                memory_config=self._memory(op), dtype=self._dtype(output))
+                                memory_config=self._memory(op), dtype=self._output_dtype(op))
 
     def qkv(self, x, p):
-        return self._linear("qkv", x, p, "qkv_output")
+        return self._linear("qkv", x, p)
 
     def split_heads(self, qkv, num_heads):
         ttnn = self.ttnn
@@ -291,15 +292,11 @@ class TtnnOps:
             q, k_t, v = ttnn.transformer.split_query_key_value_and_split_heads(
                 qkv, num_heads=num_heads, transpose_key=True, memory_config=self._memory("split_heads"),
             )
-        qkv.deallocate()
         return q, k_t, v
 
     def q_kt(self, q, k_t):
-        scores = self.ttnn.matmul(q, k_t, program_config=self._program("q_kt"), memory_config=self._memory("q_kt"),
-                                  dtype=self._dtype("q_kt_output"))
-        q.deallocate()
-        k_t.deallocate()
-        return scores
+        return self.ttnn.matmul(q, k_t, program_config=self._program("q_kt"), memory_config=self._memory("q_kt"),
+                                dtype=self._output_dtype("q_kt"))
 
     def softmax(self, scores, mask, scale):
         ttnn = self.ttnn
@@ -309,31 +306,22 @@ class TtnnOps:
         return ttnn.reshape(probs, tuple(shape))
 
     def attention_v(self, probs, v):
-        context = self.ttnn.matmul(probs, v, program_config=self._program("attention_v"), memory_config=self._memory("attention_v"),
-                                   dtype=self._dtype("attention_v_output"))
-        probs.deallocate()
-        v.deallocate()
-        return context
+        return self.ttnn.matmul(probs, v, program_config=self._program("attention_v"), memory_config=self._memory("attention_v"),
+                                dtype=self._output_dtype("attention_v"))
 
     def concat_heads(self, context):
-        merged = self.ttnn.experimental.nlp_concat_heads(context, memory_config=self._memory("concat_heads"))
-        context.deallocate()
-        return merged
+        return self.ttnn.experimental.nlp_concat_heads(context, memory_config=self._memory("concat_heads"))
 
     def self_output(self, x, p):
-        out = self._linear("self_output", x, p, "self_output_output")
-        x.deallocate()
-        return out
+        return self._linear("self_output", x, p)
 
     def _add_layernorm(self, op: str, x, residual, p, eps):
         ttnn = self.ttnn
-        out = ttnn.layer_norm(
+        return ttnn.layer_norm(  # the sharded program writes in place, over the residual (as the seed)
             residual, residual_input_tensor=x, epsilon=eps, weight=p.weight, bias=p.bias,
             program_config=self._program(op, "LayerNormDefaultProgramConfig"), memory_config=self._memory(op),
             compute_kernel_config=ttnn.WormholeComputeKernelConfig(math_fidelity=getattr(ttnn.MathFidelity, LAYERNORM_FIDELITY)),
         )
-        x.deallocate()
-        return out
 
     def attention_add_layernorm(self, x, residual, p, eps):
         return self._add_layernorm("attention_add_layernorm", x, residual, p, eps)
@@ -342,12 +330,10 @@ class TtnnOps:
         return self._add_layernorm("ffn_add_layernorm", x, residual, p, eps)
 
     def ff1_gelu(self, x, p):
-        return self._linear("ff1_gelu", x, p, "ff1_output")
+        return self._linear("ff1_gelu", x, p)
 
     def ff2(self, x, p):
-        out = self._linear("ff2", x, p, "ff2_output")
-        x.deallocate()
-        return out
+        return self._linear("ff2", x, p)
 
     def qa_head(self, x, p):
         ttnn = self.ttnn
@@ -355,5 +341,4 @@ class TtnnOps:
             x = ttnn.sharded_to_interleaved(x, ttnn.L1_MEMORY_CONFIG, self._dtype("qa_head_weights"))
         logits = ttnn.linear(x, p.weight, bias=p.bias, memory_config=ttnn.L1_MEMORY_CONFIG)
         host = ttnn.to_torch(logits).float().reshape(x.padded_shape[0], x.padded_shape[2], -1)
-        self.run_seconds.append(time.perf_counter() - self._started)
         return host[..., 0], host[..., 1]

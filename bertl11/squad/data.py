@@ -3,7 +3,8 @@
 `--data` takes:
     hub     rajpurkar/squad_v2, validation split, through `datasets.load_dataset` (needs the hub or its cache)
     FILE    a SQuAD-format JSON file ({"version", "data": [articles]}), e.g. data/squad/dev-v2.0.json
-    auto    the hub when it answers within a few seconds, else the committed data/squad/dev-v2.0.json
+    auto    the hub when it answers within a few seconds, else data/squad/dev-v2.0.json under the current
+            directory (the repository's copy, from a checkout; an installed package holds no SQuAD data)
 
 A local file is parsed with `json` and flattened here rather than by `load_dataset("json", field="data")`:
 that loader yields one row per article with paragraphs nested two lists deep, which `datasets` cannot
@@ -16,15 +17,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import UserError
+from ..errors import UserError, require_at_least
 from ..files import read_json
+from ..sources import hub_reachable
 
 HUB_DATASET = "rajpurkar/squad_v2"
 HUB_SPLIT = "validation"
-LOCAL_DEV_FILE = Path(__file__).resolve().parents[2] / "data" / "squad" / "dev-v2.0.json"
-HUB_PROBE_SECONDS = 3
+LOCAL_DEV_FILE = Path("data") / "squad" / "dev-v2.0.json"  # relative: the checkout's copy, run from its root
 DATA_HELP = (f"'hub' ({HUB_DATASET} validation), a SQuAD-format JSON file, or 'auto' (the hub if reachable, "
-             f"else {LOCAL_DEV_FILE.relative_to(LOCAL_DEV_FILE.parents[2])}; the default)")
+             f"else {LOCAL_DEV_FILE} in the current directory; the default)")
 
 
 def _features():
@@ -87,19 +88,6 @@ def read_squad_file(path: str | Path):
     return Dataset.from_list(flatten_squad(document, path), features=_features())
 
 
-def hub_reachable() -> bool:
-    """Whether the hub answers for the dataset quickly (load_dataset itself retries for ~25 s when offline)."""
-    from huggingface_hub import HfApi, constants
-
-    if constants.HF_HUB_OFFLINE:
-        return False
-    try:
-        HfApi().dataset_info(HUB_DATASET, timeout=HUB_PROBE_SECONDS)
-    except Exception:  # any failure (DNS, timeout, HTTP error) means "use the local file"
-        return False
-    return True
-
-
 def read_hub():
     from datasets import load_dataset
 
@@ -119,12 +107,12 @@ def load_squad(data: str = "auto", limit: int | None = None, *, split: str = "al
     if data == "hub":
         dataset = read_hub()
     elif data == "auto":
-        if hub_reachable():
+        if hub_reachable(HUB_DATASET, "dataset"):
             dataset = read_hub()
         elif LOCAL_DEV_FILE.is_file():
             dataset = read_squad_file(LOCAL_DEV_FILE)
         else:
-            raise UserError(f"the hub is unreachable and {LOCAL_DEV_FILE} is missing; pass --data FILE")
+            raise UserError(f"the hub is unreachable and there is no {LOCAL_DEV_FILE} here; pass --data FILE")
     else:
         dataset = read_squad_file(data)
     dataset = select_split(dataset, split)
@@ -133,8 +121,7 @@ def load_squad(data: str = "auto", limit: int | None = None, *, split: str = "al
     if sample is not None:
         return draw_sample(dataset, sample, seed)
     if limit is not None:
-        if limit < 1:
-            raise UserError(f"--limit must be at least 1, not {limit}")
+        require_at_least("--limit", limit)
         dataset = dataset.select(range(min(limit, len(dataset))))
     return dataset
 

@@ -166,9 +166,9 @@ def _read_id_map(path: str, what: str, value_types: tuple) -> dict:
 
 
 def add_arguments(parser) -> None:
-    from .data import DATA_HELP
+    from ..options import add_data_option
 
-    parser.add_argument("--data", default="auto", help=DATA_HELP)
+    add_data_option(parser)
     parser.add_argument("--predictions", required=True, help="JSON object: question id -> predicted answer text ('' for no answer)")
     parser.add_argument("--na-probs", help="JSON object: question id -> probability that the question has no answer")
     parser.add_argument("--na-prob-thresh", type=float, default=1.0,

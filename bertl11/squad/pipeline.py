@@ -1,29 +1,27 @@
-"""Question answering end to end: `answer(model, questions, contexts)`.
+"""Question answering end to end, timed: `run_pipeline(model, questions, contexts)`, and `answer` for its answers.
 
-It is three steps, each callable on its own so callers can time them apart:
+The one place the steps are put together (`answer`, `bertl11 demo`, `bertl11 squad`, the widget and
+notebook 02 all come through here):
 
-    windows = encode(model.tokenizer, questions, contexts)          # preprocessing (tokenizer)
+    windows = encode(model.tokenizer, questions, contexts)          # preprocess (tokenizer)
     batches = make_batches(windows, batch_size, bucket=True)
     logits = run_model(model, batches)                              # the model
-    answers = postprocess(windows, logits, contexts, SpanSearch())  # postprocessing
+    answers = postprocess(windows, logits, contexts, SpanSearch())  # postprocess
 """
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass, replace
+
+from ..errors import require_at_least
 from .postprocess import Answer, SpanSearch, postprocess
-from .preprocess import Batch, WindowConfig, encode, make_batches
+from .preprocess import Batch, Window, WindowConfig, encode, make_batches
 
 
 def buckets_by_default(device: str) -> bool:
     """Length bucketing pays on CPU and CUDA; the TT device runs one static shape (384)."""
     return device.split(":")[0] in ("cpu", "cuda")
-
-
-def model_search(model, *, use_model_threshold: bool = True, **options) -> SpanSearch:
-    """The span search for `model`: its shipped null-score threshold unless `use_model_threshold=False`
-    (then "no answer" follows the pipeline's handle_impossible_answer rule)."""
-    threshold = model.source.na_prob_threshold if use_model_threshold else None
-    return SpanSearch(na_prob_threshold=threshold, **options)
 
 
 def run_model(model, batches: list[Batch], *, progress: bool = False, description: str = "windows"):
@@ -43,9 +41,68 @@ def run_model(model, batches: list[Batch], *, progress: bool = False, descriptio
     return logits
 
 
+@dataclass
+class PipelineRun:
+    """Answers, what they were computed from, and where the time went.
+
+    seconds:    preprocess, model (the last pass over the batches), postprocess
+    model_runs: each pass's seconds: the first includes any compile / program-cache fill, the rest are cached
+    """
+
+    answers: list[Answer]
+    windows: list[Window]
+    batches: list[Batch]
+    seconds: dict[str, float]
+    model_runs: list[float]
+
+    @property
+    def padding(self) -> float:
+        """The share of computed positions that were padding."""
+        return 1 - sum(len(w) for w in self.windows) / sum(b.input_ids.numel() for b in self.batches)
+
+
+def model_search(model, search: SpanSearch = SpanSearch(), use_model_threshold: bool = True) -> SpanSearch:
+    """`search` with `model`'s shipped null-score threshold (a `bertl11 finetune` output, `minilm-squad2`) unless
+    `use_model_threshold=False` (then "no answer" follows the pipeline's handle_impossible_answer rule)."""
+    threshold = model.source.na_prob_threshold if use_model_threshold else None
+    return replace(search, na_prob_threshold=threshold) if threshold is not None else search
+
+
+def run_pipeline(model, questions: list[str], contexts: list[str], *, batch_size: int = 8,
+                 search: SpanSearch = SpanSearch(), use_model_threshold: bool = True,
+                 window_config: WindowConfig = WindowConfig(), bucket: bool | None = None, model_runs: int = 1,
+                 progress: bool = False) -> PipelineRun:
+    """Answer each question from its context, timing each stage.
+
+    model:   a `bertl11.QAModel`
+    search:  how spans are chosen; a model that ships a null-score threshold answers "" when na_prob exceeds
+             it, unless use_model_threshold=False (`model_search`)
+    bucket:  pad batches by length (default: on for cpu/cuda, off for tt)
+    model_runs: passes over the batches (the demo times a first and a cached one); answers come from the last
+    """
+    require_at_least("model runs", model_runs)
+    search = model_search(model, search, use_model_threshold)
+    questions, contexts = list(questions), list(contexts)
+    bucket = buckets_by_default(model.device) if bucket is None else bucket
+    started = time.perf_counter()
+    windows = encode(model.tokenizer, questions, contexts, window_config)
+    batches = make_batches(windows, batch_size, bucket=bucket, seq_len=window_config.max_seq_len,
+                           pad_id=model.shape.pad_token_id)
+    preprocess_seconds = time.perf_counter() - started
+    passes = []
+    for _ in range(model_runs):
+        started = time.perf_counter()
+        logits = run_model(model, batches, progress=progress)
+        passes.append(time.perf_counter() - started)
+    started = time.perf_counter()
+    answers = postprocess(windows, logits, contexts, search)
+    seconds = {"preprocess": preprocess_seconds, "model": passes[-1], "postprocess": time.perf_counter() - started}
+    return PipelineRun(answers, windows, batches, seconds, passes)
+
+
 def answer(model, questions: list[str], contexts: list[str], *, batch_size: int = 8, top_k: int = 1,
            handle_impossible_answer: bool = False, max_answer_len: int = 15, align_to_words: bool = True,
-           windows: WindowConfig = WindowConfig(), bucket: bool | None = None, progress: bool = False,
+           window_config: WindowConfig = WindowConfig(), bucket: bool | None = None, progress: bool = False,
            use_model_threshold: bool = True) -> list[Answer]:
     """Answer each question from its context, as HF `pipeline("question-answering")` would on the same model.
 
@@ -56,13 +113,6 @@ def answer(model, questions: list[str], contexts: list[str], *, batch_size: int 
     output) answers "" when na_prob exceeds it; use_model_threshold=False gives the pipeline's behaviour.
     bucket: pad batches by length (default: on for cpu/cuda, off for tt).
     """
-    if bucket is None:
-        bucket = buckets_by_default(str(getattr(model.ops, "device", "cpu")))
-    encoded = encode(model.tokenizer, list(questions), list(contexts), windows)
-    batches = make_batches(encoded, batch_size, bucket=bucket, seq_len=windows.max_seq_len,
-                           pad_id=model.shape.pad_token_id)
-    logits = run_model(model, batches, progress=progress)
-    search = model_search(model, use_model_threshold=use_model_threshold, top_k=top_k, max_answer_len=max_answer_len,
-                          handle_impossible_answer=handle_impossible_answer, align_to_words=align_to_words)
-    return postprocess(encoded, logits, list(contexts), search)
-
+    search = SpanSearch(top_k, max_answer_len, handle_impossible_answer, align_to_words)
+    return run_pipeline(model, questions, contexts, batch_size=batch_size, search=search, window_config=window_config,
+                        bucket=bucket, progress=progress, use_model_threshold=use_model_threshold).answers

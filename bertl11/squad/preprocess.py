@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..errors import UserError
+from ..errors import UserError, require_at_least
 
 PAD_MULTIPLE = 32
 
@@ -127,14 +127,9 @@ def _batch(windows: list[Window], indexes: list[int], batch_size: int, seq_len: 
     return Batch(input_ids, token_type_ids, attention_mask, list(indexes))
 
 
-def _check_batch_size(batch_size: int) -> None:
-    if batch_size < 1:
-        raise UserError(f"batch size must be at least 1, not {batch_size}")
-
-
 def static_batches(windows: list[Window], batch_size: int, seq_len: int = 384, pad_id: int = 0) -> list[Batch]:
     """Windows in order, every batch padded to `seq_len` (what a static-shape device needs)."""
-    _check_batch_size(batch_size)
+    require_at_least("batch size", batch_size)
     longest = max((len(w) for w in windows), default=0)
     if longest > seq_len:
         raise UserError(f"a window has {longest} tokens, more than the sequence length {seq_len}")
@@ -146,7 +141,7 @@ def static_batches(windows: list[Window], batch_size: int, seq_len: int = 384, p
 
 def bucketed_batches(windows: list[Window], batch_size: int, multiple: int = PAD_MULTIPLE, pad_id: int = 0) -> list[Batch]:
     """Windows sorted longest first, each batch padded to its longest window rounded up to `multiple`."""
-    _check_batch_size(batch_size)
+    require_at_least("batch size", batch_size)
     if multiple < 1:
         raise UserError(f"the padding multiple must be at least 1, not {multiple}")
     order = sorted(range(len(windows)), key=lambda i: len(windows[i]), reverse=True)

@@ -1,6 +1,6 @@
 """The fixed split of SQuAD v2 articles: what is held out, what may be trained on, what picks the threshold.
 
-The 12 articles of the packaged demo input (`data/input_data.json`) are held out: nothing is ever trained
+The 12 articles of the packaged demo input (`bertl11/data/input_data.json`) are held out: nothing is ever trained
 on them, and every number or answer the project shows (demo, notebooks, widget presets, accuracy tables)
 comes from them. On dev-v2.0.json they hold 4,389 questions. The other 23 dev articles (7,484 questions)
 are the training pool; `bertl11 finetune` carves its validation articles (for the best epoch and the

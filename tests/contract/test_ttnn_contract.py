@@ -149,7 +149,7 @@ def test_host_formats_match_bfp8(tt_python, tmp_path):
     values = torch.from_numpy(np.load(tmp_path / "bfloat8_b_values.npy", allow_pickle=False))
     assert torch.equal(bfp8.quantize(x), values)
     assert torch.equal(bfp8.unpack(ttnn_bytes, x.shape), values)
-    # bfloat16 tile layout: 32x32 tiles row-major, each four 16x16 faces (reference.md section 2), values as bf16.
+    # bfloat16 tile layout: 32x32 tiles row-major, each four 16x16 faces (docs/sources.md section 2), values as bf16.
     faces = x.to(torch.bfloat16).reshape(2, 2, 16, 3, 2, 16).permute(0, 3, 1, 4, 2, 5)
     assert faces.contiguous().view(torch.int16).numpy().tobytes() == (tmp_path / "bfloat16_tile.bin").read_bytes()
     assert json.loads((tmp_path / "report.json").read_text())["load_roundtrip"]

@@ -1,4 +1,5 @@
-"""Execute a sharding plan core by core in torch, to show the plan computes the same encoder as dense torch.
+"""The grid emulator: a backend that executes a sharding plan core by core in torch, driven by `model.py`,
+to show the plan computes the same encoder as dense torch.
 
 Each core of the plan's grid computes exactly what its program config gives it: its per_core_M x per_core_N
 output block of a matmul, looping K in in0_block_w steps (reading each K block from the core whose shard
@@ -6,7 +7,8 @@ holds it when the input is sharded) and writing the block subblock by subblock; 
 its shard; layernorm over its block, with the row statistics gathered from the other cores of its grid
 line. Every output tile must be written exactly once (`EmulationError` otherwise), and a K remainder that
 in0_block_w does not reach is never read, so a wrong per-core block, subblock or K step shows up either as
-an error or as a wrong number. Everything is float32; dtypes are the torch backend's business.
+an error or as a wrong number. Everything is float32; dtypes are the torch backend's business. Embeddings,
+the mask and the QA head are not part of the plan and run as the float32 torch backend runs them.
 
 Only the cores of the `rows` batch rows do the arithmetic (all of them by default; the other sequences'
 outputs are left undefined); the rest still do the bookkeeping, so coverage is checked for the whole grid
@@ -21,8 +23,10 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .devices import COL_MAJOR
-from .plan import TILE, LayerNormProgram, MatmulProgram, Plan, SoftmaxProgram, interleave_qkv
+from ..config import BertShape, get_run_config
+from ..devices import COL_MAJOR
+from ..plan import TILE, LayerNormProgram, MatmulProgram, Plan, SoftmaxProgram, interleave_qkv
+from .torch import TorchOps
 
 
 class EmulationError(AssertionError):
@@ -30,17 +34,93 @@ class EmulationError(AssertionError):
     twice or never, a K block straddling two cores' shards."""
 
 
-class GridEmulator:
-    def __init__(self, plan: Plan, rows: list[int] | None = None, gelu_approximate: str = "none"):
+def _tokens(x: torch.Tensor) -> torch.Tensor:
+    """[B, S, H] -> [B * S, H]: the 2D matrix the grid programs tile."""
+    return x.reshape(-1, x.shape[-1])
+
+
+class GridEmulator(TorchOps):
+    """`Backend` running the encoder ops on the plan's core grid: `rows` are the sequences whose cores do the
+    arithmetic (all by default). The plan is fixed, so a batch must have the plan's batch and sequence length."""
+
+    def __init__(self, plan: Plan, shape: BertShape, rows: list[int] | None = None):
+        super().__init__(shape, get_run_config("FLOAT32"))
         self.plan = plan
         self.rows = set(range(plan.batch) if rows is None else rows)
-        self.gelu_approximate = gelu_approximate
         self.cores = [(b, g) for b in range(plan.batch) for g in range(plan.groups)]
         gx, gy = plan.grid
         for core in self.cores:
             x, y = plan.core(*core)
             if not (x < gx <= plan.device.grid[0] and y < gy <= plan.device.grid[1]):
                 raise EmulationError(f"core ({x}, {y}) lies outside the {gx}x{gy} grid of {plan.device.title}")
+
+    # ------------------------------------------------------------------ the Backend protocol
+
+    def describe(self) -> str:
+        return f"grid emulation of {self.plan.device.title}, batch {self.plan.batch}, {self.plan.config.name} (float32)"
+
+    def prepare(self, flat: dict[str, torch.Tensor]):
+        """QKV weights interleaved in the plan's groups, as the TT backend lays them out."""
+        groups = self.plan.qkv_groups
+        return super().prepare({name: interleave_qkv(t, groups) if name.endswith(("qkv.weight", "qkv.bias")) else t
+                                for name, t in flat.items()})
+
+    def begin_batch(self, batch: int, seq: int) -> None:
+        if (batch, seq) != (self.plan.batch, self.plan.shape.seq):
+            raise EmulationError(f"the plan is for batch {self.plan.batch}, sequence {self.plan.shape.seq}; got {batch}, {seq}")
+
+    def _program(self, op: str):
+        return self.plan.ops[op].program
+
+    def _linear_op(self, op: str, x: torch.Tensor, p) -> torch.Tensor:
+        out = self._grid_linear(op, _tokens(x), p.weight, p.bias, self._program(op), self.plan.sharded)
+        return out.view(*x.shape[:-1], -1)
+
+    def qkv(self, x, p):
+        return self._linear_op("qkv", x, p)
+
+    def split_heads(self, qkv, num_heads):
+        # With interleaved weights a core's QKV block is [q | k | v] of its own heads.
+        batch, seq, width = qkv.shape
+        groups = self.plan.qkv_groups
+        head_size = width // (3 * num_heads)
+        parts = qkv.view(batch, seq, groups, 3, num_heads // groups, head_size).permute(3, 0, 2, 4, 1, 5)
+        q, k, v = parts.reshape(3, batch, num_heads, seq, head_size)
+        return q, k.transpose(-1, -2), v
+
+    def q_kt(self, q, k_t):
+        batch, heads, seq, head_size = q.shape
+        scores = self._grid_batched_matmul("q_kt", q.reshape(-1, seq, head_size), k_t.reshape(-1, head_size, seq), self._program("q_kt"))
+        return scores.view(batch, heads, seq, seq)
+
+    def softmax(self, scores, mask, scale):
+        batch, heads, seq, keys = scores.shape
+        probs = self._grid_softmax(scores.reshape(-1, keys), mask.reshape(batch, keys), scale, self._program("softmax"), heads * seq)
+        return probs.view(batch, heads, seq, keys)
+
+    def attention_v(self, probs, v):
+        batch, heads, seq, keys = probs.shape
+        context = self._grid_batched_matmul("attention_v", probs.reshape(-1, seq, keys), v.reshape(-1, keys, v.shape[-1]),
+                                            self._program("attention_v"))
+        return context.view(batch, heads, seq, -1)
+
+    def self_output(self, x, p):
+        return self._linear_op("self_output", x, p)
+
+    def _add_layernorm_op(self, op: str, x, residual, p, eps):
+        return self._grid_add_layernorm(op, _tokens(x), _tokens(residual), p, eps, self._program(op)).view(x.shape)
+
+    def attention_add_layernorm(self, x, residual, p, eps):
+        return self._add_layernorm_op("attention_add_layernorm", x, residual, p, eps)
+
+    def ff1_gelu(self, x, p):
+        return self._linear_op("ff1_gelu", x, p)  # GELU only where the program fuses it
+
+    def ff2(self, x, p):
+        return self._linear_op("ff2", x, p)
+
+    def ffn_add_layernorm(self, x, residual, p, eps):
+        return self._add_layernorm_op("ffn_add_layernorm", x, residual, p, eps)
 
     # ------------------------------------------------------------------ helpers
 
@@ -68,9 +148,9 @@ class GridEmulator:
             raise EmulationError(f"{name}: a core's block [{start}, {stop}) runs past the tensor's {limit}")
         return slice(start, stop)
 
-    # ------------------------------------------------------------------ ops
+    # ------------------------------------------------------------------ the programs, core by core
 
-    def linear(self, name: str, a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, prog: MatmulProgram, in0_sharded: bool):
+    def _grid_linear(self, name: str, a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, prog: MatmulProgram, in0_sharded: bool):
         """2D multicast matmul: [M, K] @ [K, N] + bias, each core one block, K in in0_block_w steps."""
         m, k = a.shape
         n = weight.shape[1]
@@ -114,7 +194,7 @@ class GridEmulator:
                     sub_r, sub_c = slice(r * h * TILE, (r + 1) * h * TILE), slice(c * w * TILE, (c + 1) * w * TILE)
                     out[rows.start + sub_r.start:rows.start + sub_r.stop, cols.start + sub_c.start:cols.start + sub_c.stop] = acc[sub_r, sub_c]
 
-    def batched_matmul(self, name: str, a: torch.Tensor, b_mat: torch.Tensor, prog: MatmulProgram):
+    def _grid_batched_matmul(self, name: str, a: torch.Tensor, b_mat: torch.Tensor, prog: MatmulProgram):
         """Reuse program over [heads, M, K] @ [heads, K, N]: the output folded to [heads * M, N], each core
         per_core_M rows (several heads) by per_core_N columns, K in in0_block_w steps."""
         heads, m, k = a.shape
@@ -157,7 +237,7 @@ class GridEmulator:
                 batches = range(rows.start // rows_per_batch, (rows.stop - 1) // rows_per_batch + 1)
                 yield any(batch in self.rows for batch in batches), rows
 
-    def softmax(self, scores: torch.Tensor, mask: torch.Tensor, scale: float, prog: SoftmaxProgram | None, rows_per_batch: int):
+    def _grid_softmax(self, scores: torch.Tensor, mask: torch.Tensor, scale: float, prog: SoftmaxProgram | None, rows_per_batch: int):
         """Rows of softmax(scores * scale + mask); the sharded program does block_h x block_w tiles per core,
         exponentials subblock_w tiles at a time."""
         out = torch.empty_like(scores)
@@ -184,7 +264,7 @@ class GridEmulator:
         self._check_coverage("softmax", writes)
         return out
 
-    def add_layernorm(self, name: str, x: torch.Tensor, residual: torch.Tensor, p, eps: float, prog: LayerNormProgram | None):
+    def _grid_add_layernorm(self, name: str, x: torch.Tensor, residual: torch.Tensor, p, eps: float, prog: LayerNormProgram | None):
         """layernorm(x + residual). Sharded: each core reduces its block (subblock_w tiles at a time), the line
         of cores sharing the rows combines the partial sums (mean first, then the centred squares)."""
         total = x + residual
@@ -219,63 +299,3 @@ class GridEmulator:
             for _, rows, cols in line:
                 out[rows, cols] = (total[rows, cols] - mean) * torch.rsqrt(var + eps) * p.weight[cols] + p.bias[cols]
         return out
-
-    # ------------------------------------------------------------------ the encoder layer
-
-    def encoder_layer(self, x: torch.Tensor, mask: torch.Tensor, p, eps: float) -> torch.Tensor:
-        """One encoder layer: x [B, S, H] float32, additive mask [B, S], p the layer's parameters tree
-        (weights in the model's layout, `bertl11.weights`). Sequences not emulated come back undefined."""
-        plan, ops = self.plan, self.plan.ops
-        batch, seq, hidden = x.shape
-        heads, groups = plan.shape.heads, plan.qkv_groups
-        head_size = hidden // heads
-        sharded = plan.sharded
-        tokens = x.reshape(batch * seq, hidden)
-        attn = p.attention
-        qkv = self.linear(
-            "qkv", tokens, interleave_qkv(attn.self.qkv.weight, groups), interleave_qkv(attn.self.qkv.bias, groups),
-            ops["qkv"].program, sharded,
-        )
-        # Split heads: with interleaved weights a core's QKV block is [q | k | v] of its own heads.
-        q, k, v = qkv.view(batch, seq, groups, 3, heads // groups, head_size).permute(3, 0, 2, 4, 1, 5).reshape(3, batch * heads, seq, head_size)
-        scores = self.batched_matmul("q_kt", q, k.transpose(-1, -2), ops["q_kt"].program)
-        probs = self.softmax(scores, mask, 1.0 / math.sqrt(head_size), ops["softmax"].program, heads * seq)
-        context = self.batched_matmul("attention_v", probs.view(batch * heads, seq, seq), v, ops["attention_v"].program)
-        context = context.view(batch, heads, seq, head_size).transpose(1, 2).reshape(batch * seq, hidden)
-        dense = attn.output.dense
-        attended = self.linear("self_output", context, dense.weight, dense.bias, ops["self_output"].program, sharded)
-        attended = self.add_layernorm("attention_add_layernorm", attended, tokens, attn.output.LayerNorm, eps, ops["attention_add_layernorm"].program)
-        inner = self.linear("ff1_gelu", attended, p.intermediate.dense.weight, p.intermediate.dense.bias, ops["ff1_gelu"].program, sharded)
-        ffn = self.linear("ff2", inner, p.output.dense.weight, p.output.dense.bias, ops["ff2"].program, sharded)
-        out = self.add_layernorm("ffn_add_layernorm", ffn, attended, p.output.LayerNorm, eps, ops["ffn_add_layernorm"].program)
-        return out.view(batch, seq, hidden)
-
-
-def grid_picture(plan: Plan, ax=None):
-    """The device's core grid, each used core labelled with the sequence and heads it holds (matplotlib)."""
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
-
-    dx, dy = plan.device.grid
-    if ax is None:
-        _, ax = plt.subplots(figsize=(0.8 * dx + 1, 0.6 * dy + 1))
-    colours = plt.get_cmap("tab20")
-    used = {plan.core(b, g): (b, g) for b in range(plan.batch) for g in range(plan.groups)}
-    per_core = plan.shape.heads // plan.groups
-    for x in range(dx):
-        for y in range(dy):
-            b_g = used.get((x, y))
-            colour = colours(b_g[0] % 20) if b_g else "0.9"
-            ax.add_patch(Rectangle((x, y), 0.95, 0.95, facecolor=colour, edgecolor="white"))
-            if b_g:
-                b, g = b_g
-                ax.text(x + 0.47, y + 0.47, f"s{b}\nh{g * per_core}-{(g + 1) * per_core - 1}", ha="center", va="center", fontsize=7)
-    ax.set_xlim(0, dx)
-    ax.set_ylim(dy, 0)  # core (0, 0) top-left, as tt-metal draws the grid
-    ax.set_aspect("equal")
-    ax.set_xticks([i + 0.47 for i in range(dx)], range(dx))
-    ax.set_yticks([i + 0.47 for i in range(dy)], range(dy))
-    ax.set_xlabel("x")
-    ax.set_ylabel("y")
-    ax.set_title(f"{plan.device.title}: batch {plan.batch} on {plan.grid[0]}x{plan.grid[1]} cores ({plan.orientation}); s = sequence, h = heads")
-    return ax.figure
