@@ -70,6 +70,11 @@ class Recipe:
 PRECISIONS = ("auto", "float32", "bfloat16")
 
 
+def autocast(dtype):
+    """The forward pass's precision: bfloat16 autocast for `dtype` bfloat16, plain float32 for None."""
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype is not None)
+
+
 def autocast_dtype(precision: str):
     """bfloat16 for autocast, or None (float32): `auto` asks the machine probe whether bf16 GEMMs are native
     here (elsewhere they run ~200x slower than float32)."""
@@ -136,16 +141,12 @@ def epoch_batches(windows, labels, batch_size: int, rng: np.random.Generator):
 
 def load_training_data(data: str):
     """The questions to train from: a SQuAD-format file or, with 'hub', rajpurkar/squad_v2 train."""
+    from .squad.data import HUB_DATASET, hub_reachable, read_hub, read_squad_file
+
     if data == "hub":
-        from datasets import load_dataset
-
-        from .squad.data import HUB_DATASET, _features, hub_reachable
-
-        if not hub_reachable():
+        if not hub_reachable(HUB_DATASET, "dataset"):
             raise UserError(f"--data hub: {HUB_DATASET} cannot be reached; pass a SQuAD-format JSON file")
-        return load_dataset(HUB_DATASET, split="train").select_columns(list(_features())).cast(_features())
-    from .squad.data import read_squad_file
-
+        return read_hub("train")
     return read_squad_file(data)
 
 
@@ -194,7 +195,7 @@ def validate(model, tokenizer, dataset, recipe: Recipe, dtype) -> dict:
     from .squad.preprocess import WindowConfig, bucketed_batches, encode
 
     def forward(input_ids, token_type_ids, attention_mask):
-        with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+        with autocast(dtype):
             out = model(input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask)
         return out.start_logits.float(), out.end_logits.float()
 
@@ -235,7 +236,7 @@ def train(model, tokenizer, train_set, validation_set, recipe: Recipe, max_minut
         epoch += 1
         losses = []
         for input_ids, token_types, mask, starts, ends in epoch_batches(windows, labels, recipe.batch_size, rng):
-            with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            with autocast(dtype):
                 loss = model(input_ids=input_ids, token_type_ids=token_types, attention_mask=mask,
                              start_positions=starts, end_positions=ends).loss
             loss.backward()
@@ -324,8 +325,10 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from .squad.split import train_validation
 
-    recipe = Recipe(args.epochs, args.lr, args.warmup, Recipe.weight_decay, args.batch_size, args.max_seq_len,
-                    args.doc_stride, args.seed, args.validation_articles, not args.train_word_embeddings, args.precision)
+    recipe = Recipe(epochs=args.epochs, lr=args.lr, warmup=args.warmup, batch_size=args.batch_size,
+                    max_seq_len=args.max_seq_len, doc_stride=args.doc_stride, seed=args.seed,
+                    validation_articles=args.validation_articles, freeze_word_embeddings=not args.train_word_embeddings,
+                    precision=args.precision)
     if args.max_minutes is not None and args.max_minutes <= 0:
         raise UserError(f"--max-minutes must be positive, not {args.max_minutes}")
     out = _fresh_output(args.out)

@@ -1,5 +1,7 @@
 import json
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -39,3 +41,18 @@ def encode(tokenizer, pairs, max_length=384):
     return tokenizer(
         list(questions), list(contexts), truncation="only_second", max_length=max_length, padding="longest", return_tensors="pt"
     )
+
+
+def run_cli(*args, env=None, timeout=600):
+    """`bertl11 ARGS` in a new process, offline, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "bertl11.cli", *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
+
+
+def assert_user_error(result, *words):
+    """Exit 2 with exactly one line on stderr, no traceback, naming each of `words`."""
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]

@@ -2,8 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,23 +11,12 @@ from hypothesis import strategies as st
 from bertl11 import cli
 from bertl11.errors import UserError
 from bertl11.demo import PACKAGED_INPUT, read_inputs
+from conftest import assert_user_error, run_cli
 
 FAST = ["--model", "tiny", "--config", "FLOAT32"]
 
 
-def bertl11(*args, env=None):
-    return subprocess.run(
-        [sys.executable, "-m", "bertl11.cli", *args], capture_output=True, text=True, timeout=600,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
-    )
-
-
-def assert_user_error(result, *words):
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    for word in words:
-        assert word in lines[0], lines[0]
+bertl11 = run_cli
 
 
 def write(tmp_path, document):

@@ -1,9 +1,6 @@
 """`bertl11 finetune`: labels from our windows, the fixed split, a short real run, and its output loading."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -14,20 +11,11 @@ from bertl11.squad.data import load_squad
 from bertl11.squad.metric import normalize_answer
 from bertl11.squad.split import HELD_OUT_ARTICLES, train_validation
 from bertl11.sources import resolve_model
-from conftest import SQUAD_DEV
+from conftest import SQUAD_DEV, assert_user_error, run_cli
 
 
 def bertl11(*args):
-    return subprocess.run([sys.executable, "-m", "bertl11.cli", *args], capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
-
-
-def assert_user_error(result, *words):
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    for word in words:
-        assert word in lines[0], lines[0]
+    return run_cli(*args, timeout=900)
 
 
 @pytest.fixture(scope="module")

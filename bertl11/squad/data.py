@@ -88,11 +88,12 @@ def read_squad_file(path: str | Path):
     return Dataset.from_list(flatten_squad(document, path), features=_features())
 
 
-def read_hub():
+def read_hub(split: str = HUB_SPLIT):
+    """A split of the hub dataset as a flat `datasets.Dataset` with the local file's columns."""
     from datasets import load_dataset
 
     try:
-        dataset = load_dataset(HUB_DATASET, split=HUB_SPLIT)
+        dataset = load_dataset(HUB_DATASET, split=split)
     except Exception as error:  # datasets raises many kinds (ConnectionError, FileNotFoundError, HfHubHTTPError...)
         raise UserError(f"cannot load {HUB_DATASET} from the hub: {type(error).__name__}: {error}") from None
     return dataset.select_columns(list(_features())).cast(_features())
