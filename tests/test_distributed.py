@@ -4,6 +4,7 @@ ending the job in bounded time with one line that names it."""
 import fcntl
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -60,9 +61,7 @@ def _child_with(parent: int, variable: str) -> int | None:
 def test_a_killed_rank_fails_the_job_with_one_line_naming_it(tmp_path):
     out = tmp_path / "out"
     job = torchrun(*SQUAD, "--limit", "1000", "--out", str(out))  # ~1000 windows: seconds of work to interrupt
-    stderr = bytearray()
-    reader = threading.Thread(target=lambda: [stderr.extend(chunk) for chunk in iter(lambda: job.stderr.read1(4096), b"")])
-    reader.start()
+    stderr, reader = _read_stderr(job)
     try:
         deadline = time.monotonic() + 300
         while b"feature" not in stderr:  # rank 0's progress bar: the ranks are running the model
@@ -83,6 +82,46 @@ def test_a_killed_rank_fails_the_job_with_one_line_naming_it(tmp_path):
     assert "Traceback" not in text.split("failed (exitcode")[0]  # no rank's traceback; torchrun's own report follows
     assert not any((out / name).exists() for name in OUTPUTS)
     assert [p.name for p in out.iterdir()] == [OUT_LOCK]  # and no temporary files
+
+
+def _read_stderr(process) -> tuple[bytearray, threading.Thread]:
+    """`process`'s stderr, collected as it comes (tqdm's bar has no newlines), by a started thread."""
+    collected = bytearray()
+    reader = threading.Thread(target=lambda: [collected.extend(chunk) for chunk in iter(lambda: process.stderr.read1(4096), b"")])
+    reader.start()
+    return collected, reader
+
+
+def test_without_torchruns_agent_a_silent_rank_is_named_after_the_timeout(tmp_path):
+    """Ranks on another machine get no SIGTERM from the dead rank's agent: its heartbeat stopping is what they see.
+    Two ranks started by hand (no torchrun; rank 0 hosts the store) stand in for them."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    ranks = []
+    for rank in range(2):
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
+               "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        ranks.append(subprocess.Popen([sys.executable, "-m", "bertl11", *SQUAD, "--limit", "1000", "--out", str(tmp_path / "out"),
+                                       "--rank-timeout", "3"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    stderr, reader = _read_stderr(ranks[0])
+    try:
+        deadline = time.monotonic() + 300
+        while b"feature" not in stderr:
+            assert ranks[0].poll() is None and time.monotonic() < deadline, stderr.decode(errors="replace")
+            time.sleep(0.02)
+        ranks[1].kill()
+        ranks[0].wait(timeout=60)
+    finally:
+        for rank in ranks:
+            rank.kill()
+            rank.wait()
+        reader.join()
+    lines = stderr.decode(errors="replace").replace("\r", "\n").splitlines()
+    assert ranks[0].returncode == 1 and "Traceback" not in stderr.decode(errors="replace")
+    assert [line for line in lines if "error" in line] == [
+        "bertl11 squad: error: rank 1 of 2 stopped without a word (killed or crashed; no heartbeat for 3 s); nothing was written"]
+    assert not (tmp_path / "out" / "predictions.json").exists()
 
 
 def test_a_second_run_on_the_same_out_is_refused(tmp_path):
