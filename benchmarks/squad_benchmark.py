@@ -10,7 +10,7 @@ runs), and by bertl11's fast path with length bucketing (each batch padded to it
 to 32). The two sides alternate batch by batch so both see the same machine load. Prints features/s,
 the ratio, and the PCC of our per-window logits against HF's on the same windows.
 
---ranks N instead runs `bertl11 squad` over the first --features dev questions twice, as one process
+--ranks N instead runs `bertl11 squad --fast` over the first --features dev questions twice, as one process
 (--threads, default all cores) and under `torchrun --nproc-per-node N` (--threads / N per rank), and prints each one's
 features/s in the model (rank 0's clock: every rank's share, the wait for the slowest and the gather), the
 scaling ratio, and whether the two predictions.json are the same bytes. On one machine the ranks share its
@@ -57,7 +57,7 @@ def trimmed(batch, start, end) -> dict[int, torch.Tensor]:
 def squad_run(launcher: list[str], args, out: Path, threads: int) -> float:
     """features/s in the model of one `bertl11 squad` run, started with `launcher`."""
     command = [*launcher, "-m", "bertl11", "squad", "--model", args.model, "--config", args.config, "--data", args.data,
-               "--limit", str(args.features), "--batch", str(args.batch), "--threads", str(threads), "--out", str(out)]
+               "--limit", str(args.features), "--batch", str(args.batch), "--threads", str(threads), "--fast", "--out", str(out)]
     done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     if done.returncode != 0:
         sys.exit(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")

@@ -40,6 +40,7 @@ from .errors import JobStopped, UserError
 BEAT_SECONDS = 0.2  # a rank's heartbeat period
 ROLL_CALL_SECONDS = 2.0  # ten beats: a live rank's heartbeat moves in this window even on a loaded machine
 POLL_SECONDS = 0.2  # how often a rank that finished its share looks at the others' progress
+CHECK_SECONDS = 1.0  # how often a rank reads the others' heartbeats (each read is a store round trip per rank)
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,7 @@ class Job:
         self.backend = "nccl" if device == "cuda" else "gloo"
         self._passes = 0
         self._heard: dict[int, tuple[int, float]] = {}  # rank -> (heartbeat count, when it last moved)
+        self._checked = 0.0
         self._stopping = threading.Event()
 
     # -- joining and leaving -------------------------------------------------------------------------------
@@ -182,6 +184,9 @@ class Job:
     def _check_heartbeats(self) -> None:
         """`_Stop` if another rank's heartbeat has not moved for the timeout."""
         now = time.monotonic()
+        if now - self._checked < CHECK_SECONDS:
+            return
+        self._checked = now
         try:
             beats = self._beats()
         except RuntimeError as error:

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -153,6 +154,23 @@ def test_ranks_come_from_torchruns_environment():
         with pytest.raises(UserError):
             Ranks.from_environment(bad)
     assert threads_per_rank(1) == len(os.sched_getaffinity(0)) and threads_per_rank(10**6) == 1
+
+
+def test_threads_default_to_the_cores_over_the_local_ranks(monkeypatch):
+    import torch
+
+    from bertl11.options import apply_threads
+
+    before = torch.get_num_threads()
+    monkeypatch.setenv("RANK", "1"), monkeypatch.setenv("WORLD_SIZE", "4"), monkeypatch.setenv("LOCAL_RANK", "1")
+    try:
+        for local_ranks, threads in ((2, None), (2, 3), (4, None)):
+            monkeypatch.setenv("LOCAL_WORLD_SIZE", str(local_ranks))
+            torch.set_num_threads(7)  # apply_threads must change it
+            apply_threads(SimpleNamespace(threads=threads))
+            assert torch.get_num_threads() == (threads or max(1, len(os.sched_getaffinity(0)) // local_ranks))
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_rank_timeout_must_be_positive(tmp_path, capsys):

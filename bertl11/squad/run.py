@@ -33,6 +33,8 @@ from .pipeline import buckets_by_default, run_pipeline
 from .postprocess import Answer, SpanSearch
 from .split import SPLIT_HELP, SPLITS
 
+OUT_LOCK = ".squad.lock"  # in --out, held by the run writing there
+
 
 def add_arguments(parser) -> None:
     options.add_model_options(parser, batch=8, fast=False)
@@ -49,8 +51,6 @@ def add_arguments(parser) -> None:
                         help="batch windows of similar length, each batch padded to a multiple of 32 (default: on for "
                              "cpu/cuda; off for tt, which runs one static 384-token shape)")
     options.add_rank_timeout_option(parser)
-
-OUT_LOCK = ".squad.lock"  # in --out, held by the run writing there
 
 
 def _output_dir(out: str) -> Path:
