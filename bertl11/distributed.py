@@ -150,12 +150,10 @@ class Job:
         try:
             if isinstance(error, _Stop):
                 self._stop(error.cause)
-            if isinstance(error, UserError):
-                self.store.set(f"failed/{self.ranks.rank}", "1")
-                if not self.ranks.main:
-                    raise UserError(f"rank {self.ranks.rank}: {error}") from None
-            elif error is not None and not isinstance(error, JobStopped):
-                self.store.set(f"failed/{self.ranks.rank}", "1")  # a bug: its traceback follows
+            if error is not None and not isinstance(error, JobStopped):
+                self._mark_failed()  # this rank speaks for itself (a UserError's line, Ctrl-C, a bug's traceback)
+            if isinstance(error, UserError) and not self.ranks.main:
+                raise UserError(f"rank {self.ranks.rank}: {error}") from None
         finally:
             self._stopping.set()
             signal.signal(signal.SIGTERM, self._previous_sigterm)
@@ -164,6 +162,13 @@ class Job:
 
                 dist.destroy_process_group()
         return False
+
+    def _mark_failed(self) -> None:
+        """Tell the other ranks' roll calls that this rank has said why it stops."""
+        try:
+            self.store.set(f"failed/{self.ranks.rank}", "1")
+        except RuntimeError:
+            pass  # no store, no roll call to tell
 
     def _on_sigterm(self, signum, frame):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # finish the roll call; torchrun SIGKILLs after its grace period

@@ -18,7 +18,7 @@ from bertl11.cli import main
 from bertl11.distributed import Ranks, shard, threads_per_rank
 from bertl11.errors import UserError
 from bertl11.squad.run import OUT_LOCK
-from conftest import REPO, SQUAD_DEV, assert_user_error, run_cli
+from conftest import REPO, SQUAD_DEV, run_cli
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 SQUAD = ["squad", "--model", "tiny", "--config", "FLOAT32", "--data", str(SQUAD_DEV)]
@@ -125,13 +125,16 @@ def test_without_torchruns_agent_a_silent_rank_is_named_after_the_timeout(tmp_pa
     assert not (tmp_path / "out" / "predictions.json").exists()
 
 
-def test_a_second_run_on_the_same_out_is_refused(tmp_path):
+def test_a_second_job_on_the_same_out_is_refused_in_one_line(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     with open(out / OUT_LOCK, "a+b") as held:  # what a running `bertl11 squad` holds
         fcntl.flock(held, fcntl.LOCK_EX)
-        refused = run_cli(*SQUAD, "--limit", "5", "--out", str(out))
-    assert_user_error(refused, "another bertl11 squad writing to", str(out))
+        job = torchrun(*SQUAD, "--limit", "5", "--out", str(out), text=True)
+        _, stderr = job.communicate(timeout=300)
+    ours = [line for line in stderr.splitlines() if line.startswith("bertl11 squad: error:")]
+    assert job.returncode != 0 and len(ours) == 1, stderr  # rank 0 says it; rank 1, stopped by torchrun, is quiet
+    assert f"another bertl11 squad writing to {out} holds the lock" in ours[0]
     assert not (out / "predictions.json").exists()
 
 
