@@ -29,6 +29,7 @@ import os
 import signal
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -51,15 +52,16 @@ class Ranks:
     size: int = 1
     local_rank: int = 0
     local_size: int = 1
+    node: int = 0  # torchrun's GROUP_RANK: which machine
 
     @classmethod
     def from_environment(cls, environ=os.environ) -> Ranks:
-        """torchrun's RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE; one process when they are absent."""
+        """torchrun's RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE (and GROUP_RANK); one process when they are absent."""
         names = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
         if "WORLD_SIZE" not in environ:
             return cls()
         try:
-            ranks = cls(*(int(environ[name]) for name in names))
+            ranks = cls(*(int(environ[name]) for name in names), int(environ.get("GROUP_RANK", 0)))
         except (KeyError, ValueError):
             raise UserError(f"{', '.join(names)} must all be set to whole numbers (torchrun sets them)") from None
         if not (0 <= ranks.rank < ranks.size and 0 <= ranks.local_rank < ranks.local_size <= ranks.size):
@@ -222,6 +224,25 @@ class Job:
         raise JobStopped(None)
 
     # -- the work ------------------------------------------------------------------------------------------
+    @contextmanager
+    def node_leader_first(self):
+        """The block (loading the model) runs on this machine's local rank 0 before its other ranks: a weight
+        conversion then happens once, with one progress bar, and the others load the cache it wrote quietly
+        (and a bad --model is reported by that rank alone)."""
+        key = f"loaded/{self.ranks.node}"
+        while self.ranks.local_rank != 0 and not self._has(key):
+            self._check_heartbeats()
+            time.sleep(POLL_SECONDS)
+        yield
+        if self.ranks.local_rank == 0:
+            self.store.set(key, "1")
+
+    def _has(self, key: str) -> bool:
+        try:
+            return self.store.check([key])
+        except RuntimeError as error:
+            raise _Stop(f"the store failed: {str(error).splitlines()[0]}") from None
+
     def share(self, batches) -> list:
         """This rank's batches, in order."""
         return [batches[i] for i in batch_shares(batches, self.ranks.size)[self.ranks.rank]]

@@ -152,7 +152,7 @@ def test_shard_balances_whole_items_longest_first():
 def test_ranks_come_from_torchruns_environment():
     assert Ranks.from_environment({}) == Ranks(0, 1, 0, 1)
     env = {"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"}
-    assert Ranks.from_environment(env) == Ranks(3, 4, 1, 2)
+    assert Ranks.from_environment(env) == Ranks(3, 4, 1, 2) and Ranks.from_environment({**env, "GROUP_RANK": "1"}).node == 1
     for bad in ({**env, "RANK": "x"}, {**env, "RANK": "4"}, {"WORLD_SIZE": "2"}):
         with pytest.raises(UserError):
             Ranks.from_environment(bad)

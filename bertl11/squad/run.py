@@ -118,7 +118,9 @@ def run(args) -> int:
     with job or nullcontext():
         # Refused rather than waited for: a second run would only overwrite the first one's results.
         with exclusive_lock(out / OUT_LOCK, f"another bertl11 squad writing to {out}", wait=False) if ranks.main else nullcontext():
-            with options.load_model(args) as model:
+            with job.node_leader_first() if job else nullcontext():
+                model = options.load_model(args)
+            with model:
                 result = run_squad(model, dataset, args.batch, bucket, progress=True,
                                    use_model_threshold=not args.pipeline_null, job=job)
             if result is None:
