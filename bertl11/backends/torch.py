@@ -37,7 +37,7 @@ def round_to(t: torch.Tensor, dtype: str) -> torch.Tensor:
     if dtype == BFLOAT8_B:
         from .. import bfp8
 
-        return bfp8.quantize(t).to(t.dtype)
+        return bfp8.quantize(t, t.dtype)
     if dtype == BFLOAT16 and t.dtype != torch.bfloat16:
         return t.to(torch.bfloat16).to(t.dtype)
     return t
