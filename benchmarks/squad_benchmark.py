@@ -2,19 +2,31 @@
 
     python benchmarks/squad_benchmark.py                       # first 512 features, large-random, batch 8
     python benchmarks/squad_benchmark.py --features 64 --model large-random-2
+    python benchmarks/squad_benchmark.py --ranks 2 --features 128   # 1 process against torchrun with 2 ranks
 
 The features (token windows, HF pipeline rules: max 384, stride 128) of the first dev questions are run
 twice: by HF transformers eager in bfloat16 with every batch padded to 384 (what a static-shape device
 runs), and by bertl11's fast path with length bucketing (each batch padded to its longest window, rounded up
 to 32). The two sides alternate batch by batch so both see the same machine load. Prints features/s,
 the ratio, and the PCC of our per-window logits against HF's on the same windows.
+
+--ranks N instead runs `bertl11 squad --fast` over the first --features dev questions twice, as one process
+(--threads, default all cores) and under `torchrun --nproc-per-node N` (--threads / N per rank), and prints each one's
+features/s in the model (rank 0's clock: every rank's share, the wait for the slowest and the gather), the
+scaling ratio, and whether the two predictions.json are the same bytes. On one machine the ranks share its
+cores, so expect about 1x there (or less on 2 cores); ranks pay off with a device, or a host, each.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -42,6 +54,34 @@ def trimmed(batch, start, end) -> dict[int, torch.Tensor]:
     return {w: torch.stack([start[row, :lengths[row]], end[row, :lengths[row]]]) for row, w in enumerate(batch.windows)}
 
 
+def squad_run(launcher: list[str], args, out: Path, threads: int) -> float:
+    """features/s in the model of one `bertl11 squad` run, started with `launcher`."""
+    command = [*launcher, "-m", "bertl11", "squad", "--model", args.model, "--config", args.config, "--data", args.data,
+               "--limit", str(args.features), "--batch", str(args.batch), "--threads", str(threads), "--fast", "--out", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    if done.returncode != 0:
+        sys.exit(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
+    return float(re.search(r"throughput: ([0-9.]+) features/s", done.stdout).group(1))
+
+
+def scaling(args) -> None:
+    cores = args.threads  # the single process's threads; the ranks share them out
+    per_rank = max(1, cores // args.ranks)
+    torchrun = [str(Path(sys.executable).with_name("torchrun")), "--nproc-per-node", str(args.ranks)]
+    with tempfile.TemporaryDirectory() as scratch:
+        one, many = Path(scratch, "one"), Path(scratch, "many")
+        squad_run([sys.executable], args, one, cores)  # untimed: fills the weight cache, warms the file cache
+        alone = squad_run([sys.executable], args, one, cores)
+        ranks = squad_run(torchrun, args, many, per_rank)
+        same = (one / "predictions.json").read_bytes() == (many / "predictions.json").read_bytes()
+    print(f"{args.model} {args.config}, first {args.features} dev questions, batch {args.batch}, "
+          f"{len(os.sched_getaffinity(0))} cores, load average {os.getloadavg()[0]:.1f}, "
+          f"torch CPU capability {torch.backends.cpu.get_cpu_capability()}")
+    print(f"1 process, {cores} threads:            {alone:8.2f} features/s")
+    print(f"{args.ranks} ranks (torchrun), {per_rank} thread(s) each: {ranks:8.2f} features/s")
+    print(f"scaling: {ranks / alone:.2f}x with {args.ranks} ranks; predictions.json {'identical' if same else 'DIFFERENT'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="large-random")
@@ -51,7 +91,13 @@ def main() -> None:
     parser.add_argument("--data", default="data/squad/dev-v2.0.json")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
                         help="torch CPU threads (default %(default)s); 1 keeps a core another job holds out of every GEMM")
+    parser.add_argument("--ranks", type=int, default=None,
+                        help="instead: features/s of `bertl11 squad` as 1 process and as N torchrun ranks, and the ratio")
     args = parser.parse_args()
+    if args.ranks is not None:
+        if args.ranks < 2:
+            parser.error("--ranks must be at least 2")
+        return scaling(args)
     torch.set_num_threads(args.threads)
 
     source = resolve_model(args.model)

@@ -22,7 +22,7 @@ is rebuilt. No pickle anywhere: JSON and safetensors only.
 
 Concurrency: a converter writes into a private temporary directory and renames it into place, so the cache
 directory is always either complete or absent, even when the converter is SIGKILLed (a lock alone would
-leave half-written files behind). Converters also hold an fcntl.flock on a lock file next to the cache
+leave half-written files behind). Converters also hold an fcntl.flock (`files.exclusive_lock`) on a lock file next to the cache
 while they convert, so a second process asking for the same cache waits and then loads the first one's
 result instead of repeating a multi-gigabyte conversion; the kernel drops the lock when its holder dies.
 Readers take no lock: they verify every file, and only a stale cache is ever replaced under them.
@@ -30,18 +30,15 @@ Readers take no lock: they verify every file, and only a stale cache is ever rep
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
 import shutil
-import sys
 import tempfile
 import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +50,7 @@ from tqdm import tqdm
 from . import bfp8
 from .config import BFLOAT8_B, BFLOAT16, FLOAT32, RunConfig, get_run_config
 from .errors import UserError
+from .files import exclusive_lock
 from .sources import ModelSource, resolve_model
 from .verified import MANIFEST, StaleCache, check_digest, check_size, read_manifest, sha256_bytes
 from .weights import import_state_dict, tensor_kind
@@ -301,17 +299,6 @@ def _remove_leftovers(directory: Path) -> None:
         shutil.rmtree(leftover, ignore_errors=True)
 
 
-@contextmanager
-def _conversion_lock(directory: Path):
-    with open(directory.parent / LOCK_FILE, "a+b") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"waiting for another process converting into {directory} ...", file=sys.stderr)
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        yield  # closing the file releases the lock (as does the holder's death)
-
-
 @dataclass(frozen=True)
 class CacheOutcome:
     hit: bool
@@ -333,7 +320,7 @@ def load_or_convert(
             reason = str(stale)
     try:
         directory.parent.mkdir(parents=True, exist_ok=True)
-        with _conversion_lock(directory):
+        with exclusive_lock(directory.parent / LOCK_FILE, f"another process converting into {directory}", wait=True):
             if not rebuild:
                 try:  # another process may have built it while we waited for the lock
                     flat = load(directory, source, run_config)

@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"command {args.command!r} is not available in this build")
         return int(handler(args) or 0)
     except UserError as error:
-        print(f"{prefix}: error: {error}", file=sys.stderr)
+        if not error.quiet:
+            print(f"{prefix}: error: {error}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
         print(f"{prefix}: interrupted", file=sys.stderr)

@@ -1,12 +1,14 @@
-"""Writing files so that a reader, or a crash, never sees half of one."""
+"""Writing files so that a reader, or a crash, never sees half of one; and one writer at a time."""
 
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
 import os
+import sys
 import tempfile
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from .errors import UserError
@@ -25,6 +27,22 @@ def atomic_path(path: str | Path):
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
+
+
+@contextmanager
+def exclusive_lock(path: str | Path, holder: str, *, wait: bool):
+    """An fcntl.flock on the file `path` for the block. The kernel drops it when its holder dies, so a
+    SIGKILLed holder leaves no stale lock. Held elsewhere: wait for it (saying so on stderr), or, with
+    wait=False, a one-line `UserError`. `holder` names who holds it ("another process converting into X")."""
+    with open(path, "a+b") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not wait:
+                raise UserError(f"{holder} holds the lock {path}; wait for it to finish") from None
+            print(f"waiting for {holder} ...", file=sys.stderr)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield  # closing the file releases the lock
 
 
 def check_output_path(path: str | Path, option: str) -> None:
@@ -51,8 +69,16 @@ def write_csv(path: str | Path, rows: list[dict], option: str = "--csv") -> None
 
 
 def write_json(path: str | Path, data) -> None:
-    with atomic_path(path) as temporary:
-        Path(temporary).write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
+    write_json_files({path: data})
+
+
+def write_json_files(documents: dict) -> None:
+    """path -> JSON document, all written to temporaries first and then renamed into place one after the
+    other, so that a failure while writing leaves every old file as it was (not a new one beside old ones)."""
+    with ExitStack() as stack:
+        for path, data in documents.items():
+            temporary = stack.enter_context(atomic_path(path))
+            Path(temporary).write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
 
 
 def read_json(path: str | Path, what: str = "file", max_bytes: int | None = None):

@@ -5,6 +5,7 @@
     --fast / --simulate               the torch backend's speed path or its per-op simulation of the config
     --card                            a Tenstorrent card, for its grid and batch limits
     --data                            SQuAD v2 questions
+    --rank-timeout                    under torchrun, how long ranks wait on each other (`distributed.Job`)
 
 Choices and help come from the code's tables (`config.RUN_CONFIGS`, `runtime.DEVICES`, `devices.DEVICES`,
 `sources.OFFLINE_MODELS`). Counts are checked while parsing, with a one-line `UserError`. A config name is
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from .config import DEFAULT_RUN_CONFIG, RUN_CONFIGS
 from .devices import DEVICES as CARDS
-from .errors import require_at_least
+from .errors import UserError, require_at_least
 from .sources import DEFAULT_MODEL, OFFLINE_MODELS
 
 MODEL_HELP = f"HF hub id, local model directory, {', '.join(OFFLINE_MODELS)} or large-random-N"
@@ -31,6 +32,19 @@ def count(option: str, minimum: int = 1):
         return require_at_least(option, int(text), minimum)
 
     parse.__name__ = "int"  # argparse names the type in "invalid int value"
+    return parse
+
+
+def positive_seconds(option: str):
+    """An argparse type: a number of seconds above 0, else a one-line `UserError` naming `option`."""
+
+    def parse(text: str) -> float:
+        value = float(text)
+        if not value > 0:
+            raise UserError(f"{option} must be a number of seconds above 0, not {text}")
+        return value
+
+    parse.__name__ = "float"
     return parse
 
 
@@ -61,7 +75,7 @@ def add_model_options(parser: argparse.ArgumentParser, *, batch: int, fast: bool
     parser.add_argument("--device", default="cpu", choices=DEVICES, help="where the model runs (default %(default)s)")
     add_batch_option(parser, batch, batch_help)
     parser.add_argument("--threads", type=count("--threads"), default=None,
-                        help="torch CPU threads (default: torch's choice, one per core)")
+                        help="torch CPU threads (default: one per core, shared out among the ranks on this node under torchrun)")
     path = parser.add_mutually_exclusive_group()
     path.add_argument("--fast", dest="fast", action="store_true", default=fast,
                       help="torch backend: the speed path" + (" (the default)" if fast else ""))
@@ -76,12 +90,22 @@ def add_data_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default="auto", help=DATA_HELP)
 
 
+def add_rank_timeout_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rank-timeout", type=positive_seconds("--rank-timeout"), default=60.0, metavar="SECONDS",
+                        help="under torchrun: how long a rank waits for a collective, or for a silent rank's heartbeat, "
+                             "before the job fails naming it (default %(default)g)")
+
+
 def apply_threads(args: argparse.Namespace) -> None:
-    """--threads, before any torch work."""
-    if args.threads:
+    """--threads, before any torch work; under torchrun, by default this node's cores over its ranks."""
+    from .distributed import Ranks, threads_per_rank
+
+    local_ranks = Ranks.from_environment().local_size
+    threads = args.threads or (threads_per_rank(local_ranks) if local_ranks > 1 else None)
+    if threads:
         import torch
 
-        torch.set_num_threads(args.threads)
+        torch.set_num_threads(threads)
 
 
 def load_model(args: argparse.Namespace, model: str | None = None):

@@ -5,7 +5,7 @@ notebook 02 all come through here):
 
     windows = encode(model.tokenizer, questions, contexts)          # preprocess (tokenizer)
     batches = make_batches(windows, batch_size, bucket=True)
-    logits = run_model(model, batches)                              # the model
+    logits = run_model(model, batches)                              # the model (or its ranks' shares)
     answers = postprocess(windows, logits, contexts, SpanSearch())  # postprocess
 """
 
@@ -24,21 +24,35 @@ def buckets_by_default(device: str) -> bool:
     return device.split(":")[0] in ("cpu", "cuda")
 
 
-def run_model(model, batches: list[Batch], *, progress: bool = False, description: str = "windows"):
-    """(start, end) float32 logits of every window, trimmed to its length, indexed like the windows."""
+def run_model(model, batches: list[Batch], *, progress: bool = False, description: str = "windows", job=None):
+    """(start, end) float32 logits of every window, trimmed to its length, indexed like the windows.
+
+    job: a `distributed.Job` of many ranks: this rank runs its share of the batches, rank 0's bar shows every
+         rank's progress, and rank 0 gets every window's logits; the other ranks get None.
+    """
     from tqdm.auto import tqdm
 
     total = sum(len(b.windows) for b in batches)
     logits: list = [None] * (max((max(b.windows) for b in batches if b.windows), default=-1) + 1)
+    share = batches if job is None else job.share(batches)
+    if job is not None:
+        job.start_pass()
+        progress = progress and job.ranks.main
     with tqdm(total=total, unit="feature", desc=description, disable=not progress) as bar:
-        for batch in batches:
+        for batch in share:
             start, end = model(batch.input_ids, batch.token_type_ids, batch.attention_mask)
             start, end = start.numpy(), end.numpy()
             lengths = batch.attention_mask.sum(dim=1).tolist()
             for row, window in enumerate(batch.windows):  # padding rows come after these and are dropped
                 logits[window] = (start[row, : lengths[row]], end[row, : lengths[row]])
-            bar.update(len(batch.windows))
-    return logits
+            if job is None:
+                bar.update(len(batch.windows))
+            else:
+                job.finished(len(batch.windows), bar)
+        if job is None:
+            return logits
+        job.wait_for_all(total, bar)
+    return job.gather(logits, batches)
 
 
 @dataclass
@@ -71,7 +85,7 @@ def model_search(model, search: SpanSearch = SpanSearch(), use_model_threshold: 
 def run_pipeline(model, questions: list[str], contexts: list[str], *, batch_size: int = 8,
                  search: SpanSearch = SpanSearch(), use_model_threshold: bool = True,
                  window_config: WindowConfig = WindowConfig(), bucket: bool | None = None, model_runs: int = 1,
-                 progress: bool = False) -> PipelineRun:
+                 progress: bool = False, job=None) -> PipelineRun | None:
     """Answer each question from its context, timing each stage.
 
     model:   a `bertl11.QAModel`
@@ -79,6 +93,8 @@ def run_pipeline(model, questions: list[str], contexts: list[str], *, batch_size
              it, unless use_model_threshold=False (`model_search`)
     bucket:  pad batches by length (default: on for cpu/cuda, off for tt)
     model_runs: passes over the batches (the demo times a first and a cached one); answers come from the last
+    job:     a `distributed.Job`: the ranks share the batches (`run_model`); rank 0 post-processes and gets the
+             run, the other ranks get None
     """
     require_at_least("model runs", model_runs)
     search = model_search(model, search, use_model_threshold)
@@ -92,8 +108,10 @@ def run_pipeline(model, questions: list[str], contexts: list[str], *, batch_size
     passes = []
     for _ in range(model_runs):
         started = time.perf_counter()
-        logits = run_model(model, batches, progress=progress)
+        logits = run_model(model, batches, progress=progress, job=job)
         passes.append(time.perf_counter() - started)
+    if logits is None:
+        return None
     started = time.perf_counter()
     answers = postprocess(windows, logits, contexts, search)
     seconds = {"preprocess": preprocess_seconds, "model": passes[-1], "postprocess": time.perf_counter() - started}

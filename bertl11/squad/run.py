@@ -9,23 +9,31 @@ or, for a model that ships a null-score threshold (minilm-squad2), when na_prob 
 Writes predictions.json (id -> answer) and na_probs.json (id -> na_prob) to --out, the files the official
 script and `bertl11 score` read, and prints the score, its HasAns/NoAns split, the best na_prob threshold
 and the throughput.
+
+Under torchrun (`torchrun --nproc-per-node N -m bertl11 squad ...`) the ranks share the batches and rank 0
+post-processes, scores, writes and prints; the predictions are those of one process (`distributed.py`).
+Only one run at a time writes to an --out: a second one is refused.
 """
 
 from __future__ import annotations
 
 import argparse
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import options
+from ..distributed import Job, Ranks
 from ..errors import UserError
-from ..files import write_json
+from ..files import exclusive_lock, write_json_files
 from ..runtime import QAModel
 from .data import answers_by_id, load_squad
 from .metric import evaluate
 from .pipeline import buckets_by_default, run_pipeline
 from .postprocess import Answer, SpanSearch
 from .split import SPLIT_HELP, SPLITS
+
+OUT_LOCK = ".squad.lock"  # in --out, held by the run writing there
 
 
 def add_arguments(parser) -> None:
@@ -42,6 +50,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--bucket", action=argparse.BooleanOptionalAction, default=None,
                         help="batch windows of similar length, each batch padded to a multiple of 32 (default: on for "
                              "cpu/cuda; off for tt, which runs one static 384-token shape)")
+    options.add_rank_timeout_option(parser)
 
 
 def _output_dir(out: str) -> Path:
@@ -81,11 +90,14 @@ class SquadRun:
 
 
 def run_squad(model: QAModel, dataset, batch: int = 8, bucket: bool | None = None, progress: bool = False,
-              use_model_threshold: bool = True) -> SquadRun:
-    """Answer every question of `dataset` (from `load_squad`) with `model` and score the answers."""
+              use_model_threshold: bool = True, job: Job | None = None) -> SquadRun | None:
+    """Answer every question of `dataset` (from `load_squad`) with `model` and score the answers.
+    With a `job` of many ranks, rank 0 gets the run and the others None."""
     run = run_pipeline(model, dataset["question"], dataset["context"], batch_size=batch,
                        search=SpanSearch(handle_impossible_answer=True), use_model_threshold=use_model_threshold,
-                       bucket=bucket, progress=progress)
+                       bucket=bucket, progress=progress, job=job)
+    if run is None:
+        return None
     windows = run.windows
     result = SquadRun(list(dataset["id"]), run.answers, {}, len(windows), len(windows) - len({w.question for w in windows}),
                       run.padding, run.seconds)
@@ -94,20 +106,32 @@ def run_squad(model: QAModel, dataset, batch: int = 8, bucket: bool | None = Non
 
 
 def run(args) -> int:
+    ranks = Ranks.from_environment()
     bucket = buckets_by_default(args.device) if args.bucket is None else args.bucket
     if bucket and args.device == "tt":
         raise UserError("--bucket: the tt device runs one static sequence length (384); use --no-bucket")
-    out = _output_dir(args.out)
+    if ranks.many and args.device == "tt":
+        raise UserError("--device tt runs in one process; start it without torchrun")
+    out = Path(args.out) if not ranks.main else _output_dir(args.out)  # only rank 0 writes
     dataset = load_squad(args.data, args.limit, split=args.split, sample=args.sample, seed=args.seed)
-    with options.load_model(args) as model:
-        result = run_squad(model, dataset, args.batch, bucket, progress=True, use_model_threshold=not args.pipeline_null)
-    write_json(out / "predictions.json", result.predictions)
-    write_json(out / "na_probs.json", result.na_probs)
-    write_json(out / "eval.json", result.scores)
+    job = Job(ranks, args.device, args.rank_timeout) if ranks.many else None
+    with job or nullcontext():
+        # Refused rather than waited for: a second run would only overwrite the first one's results.
+        with exclusive_lock(out / OUT_LOCK, f"another bertl11 squad writing to {out}", wait=False) if ranks.main else nullcontext():
+            with job.node_leader_first() if job else nullcontext():
+                model = options.load_model(args)
+            with model:
+                result = run_squad(model, dataset, args.batch, bucket, progress=True,
+                                   use_model_threshold=not args.pipeline_null, job=job)
+            if result is None:
+                return 0  # another rank's share: rank 0 writes and reports
+            write_json_files({out / "predictions.json": result.predictions, out / "na_probs.json": result.na_probs,
+                              out / "eval.json": result.scores})
 
     scores, seconds = result.scores, result.seconds
+    processes = f", {ranks.size} ranks" if ranks.many else ""
     print(f"{len(result.ids)} questions -> {result.windows} windows ({result.extra_windows} extra from long contexts); "
-          f"model {args.model}, {args.config}, batch {args.batch}, {args.device}, {args.split} articles, "
+          f"model {args.model}, {args.config}, batch {args.batch}, {args.device}{processes}, {args.split} articles, "
           f"{'bucketed' if bucket else 'static 384'} batches ({100 * result.padding:.0f}% padding)")
     print(f"EM {scores['exact']:.2f}  F1 {scores['f1']:.2f}  over {scores['total']}")
     for split in ("HasAns", "NoAns"):
