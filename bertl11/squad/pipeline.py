@@ -24,12 +24,15 @@ def buckets_by_default(device: str) -> bool:
     return device.split(":")[0] in ("cpu", "cuda")
 
 
-def run_model(model, batches: list[Batch], *, progress: bool = False, description: str = "windows"):
-    """(start, end) float32 logits of every window, trimmed to its length, indexed like the windows."""
+def run_model(model, batches: list[Batch], *, progress: bool = False, description: str = "windows", on_batch=None):
+    """(start, end) float32 logits of every window, trimmed to its length, indexed like the windows.
+
+    on_batch: called with (windows done, windows in all) after each batch (the app's progress bar)."""
     from tqdm.auto import tqdm
 
     total = sum(len(b.windows) for b in batches)
     logits: list = [None] * (max((max(b.windows) for b in batches if b.windows), default=-1) + 1)
+    done = 0
     with tqdm(total=total, unit="feature", desc=description, disable=not progress) as bar:
         for batch in batches:
             start, end = model(batch.input_ids, batch.token_type_ids, batch.attention_mask)
@@ -38,6 +41,9 @@ def run_model(model, batches: list[Batch], *, progress: bool = False, descriptio
             for row, window in enumerate(batch.windows):  # padding rows come after these and are dropped
                 logits[window] = (start[row, : lengths[row]], end[row, : lengths[row]])
             bar.update(len(batch.windows))
+            done += len(batch.windows)
+            if on_batch is not None:
+                on_batch(done, total)
     return logits
 
 
@@ -71,7 +77,7 @@ def model_search(model, search: SpanSearch = SpanSearch(), use_model_threshold: 
 def run_pipeline(model, questions: list[str], contexts: list[str], *, batch_size: int = 8,
                  search: SpanSearch = SpanSearch(), use_model_threshold: bool = True,
                  window_config: WindowConfig = WindowConfig(), bucket: bool | None = None, model_runs: int = 1,
-                 progress: bool = False) -> PipelineRun:
+                 progress: bool = False, on_batch=None) -> PipelineRun:
     """Answer each question from its context, timing each stage.
 
     model:   a `bertl11.QAModel`
@@ -79,6 +85,7 @@ def run_pipeline(model, questions: list[str], contexts: list[str], *, batch_size
              it, unless use_model_threshold=False (`model_search`)
     bucket:  pad batches by length (default: on for cpu/cuda, off for tt)
     model_runs: passes over the batches (the demo times a first and a cached one); answers come from the last
+    on_batch: called with (windows done, windows in all) after each batch of each pass
     """
     require_at_least("model runs", model_runs)
     search = model_search(model, search, use_model_threshold)
@@ -92,7 +99,7 @@ def run_pipeline(model, questions: list[str], contexts: list[str], *, batch_size
     passes = []
     for _ in range(model_runs):
         started = time.perf_counter()
-        logits = run_model(model, batches, progress=progress)
+        logits = run_model(model, batches, progress=progress, on_batch=on_batch)
         passes.append(time.perf_counter() - started)
     started = time.perf_counter()
     answers = postprocess(windows, logits, contexts, search)
