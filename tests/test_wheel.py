@@ -52,6 +52,7 @@ def test_the_wheel_holds_the_package_data(installed):
     _, _, wheel = installed
     names = zipfile.ZipFile(wheel).namelist()
     assert "bertl11/data/input_data.json" in names
+    assert "bertl11/data/qa_app.ipynb" in names, "bertl11 app serves it"
     assert not any(name.startswith(("tests/", "notebooks/", "data/")) for name in names)
 
 
