@@ -13,6 +13,8 @@ from bertl11.squad.pipeline import answer
 from bertl11.squad.preprocess import encode
 from bertl11.widget import APP_BATCH, QAApp, QAPage, check_text, highlight, presets
 
+from conftest import REPO
+
 WAIT_S = 120
 
 
@@ -152,3 +154,15 @@ def test_a_long_context_makes_windows_and_moves_the_progress_bar(page):
     windows = len(encode(page.app.model("tiny", "FLOAT32").tokenizer, [page.question.value], [context]))
     assert f"{windows} windows" in shown and windows > 100
     assert page.progress.max == windows and seen[-1] == windows and len(seen) >= windows // APP_BATCH
+
+
+def test_saved_notebook_05_embeds_the_apps_last_state():
+    """GitHub and nbviewer draw widgets from the state saved in the notebook: the app's view and its last answer."""
+    notebook = json.loads((REPO / "notebooks" / "05_qa_widget.ipynb").read_text())
+    state = notebook["metadata"]["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    views = [output["data"]["application/vnd.jupyter.widget-view+json"]["model_id"]
+             for cell in notebook["cells"] for output in cell.get("outputs", [])
+             if "application/vnd.jupyter.widget-view+json" in output.get("data", {})]
+    assert views and all(view in state for view in views)
+    shown = [model["state"]["value"] for model in state.values() if model["model_name"] == "HTMLModel"]
+    assert any('class="bertl11-result"' in value and 'data-config="FLOAT32"' in value for value in shown)

@@ -1,4 +1,5 @@
-"""`bertl11 app` in headless Chromium, used the way a person uses it: type, click Answer, read the page.
+"""`bertl11 app`: its one-line errors, and the page in headless Chromium, used the way a person uses it: type, click
+Answer, read the page.
 
 The server is the real command on a free port of 127.0.0.1; the browser is Debian's chromium driven by Playwright
 (its own browser download is not available here; `.ci/run` installs chromium). What the page shows must equal
@@ -16,13 +17,14 @@ import sys
 import time
 
 import pytest
+from playwright.sync_api import expect, sync_playwright
 
 from bertl11.demo import PACKAGED_INPUT
 from bertl11.runtime import QAModel
 from bertl11.squad.pipeline import answer
 from bertl11.widget import APP_BATCH
 
-from conftest import REPO
+from conftest import REPO, assert_user_error, run_cli
 
 MODEL = "minilm-squad2"  # `bertl11 app`'s default: the fine-tuned model that ships in the package
 ARTIFACTS = REPO / "out" / "app"
@@ -32,7 +34,17 @@ PAGE_READY_S = 180  # page load, kernel start, imports and the first model load
 ANSWER_S = 120  # one question in two configs on a slow CPU
 STOP_S = 20
 
-playwright_api = pytest.importorskip("playwright.sync_api", reason="needs the app extra (playwright)")
+
+
+def test_bad_options_are_one_line_errors():
+    assert_user_error(run_cli("app", "--model", "no-such-model", "--no-browser"), "unknown model 'no-such-model'")
+    assert_user_error(run_cli("app", "--config", "FLOAT64", "--no-browser"), "FLOAT64")
+    assert_user_error(run_cli("app", "--port", "0", "--no-browser"), "--port")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert_user_error(run_cli("app", "--port", str(port), "--no-browser"), f"127.0.0.1:{port}", "--port")
 
 
 def chromium() -> str:
@@ -87,7 +99,7 @@ def page():
                                   start_new_session=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     try:
         wait_until_served(("127.0.0.1", port), server, log)
-        with playwright_api.sync_playwright() as driver:
+        with sync_playwright() as driver:
             # --no-sandbox: CI runs as root, where chromium's sandbox refuses to start
             browser = driver.chromium.launch(executable_path=executable, headless=True, args=["--no-sandbox"],
                                              timeout=60_000)
@@ -95,8 +107,8 @@ def page():
                 tab = browser.new_page(viewport={"width": 1100, "height": 900})
                 tab.set_default_timeout(ANSWER_S * 1000)
                 tab.goto(url, timeout=PAGE_READY_S * 1000)
-                playwright_api.expect(tab.locator(".bertl11-status")).to_contain_text("ready", timeout=PAGE_READY_S * 1000)
-                playwright_api.expect(tab.locator("button.bertl11-answer")).to_be_enabled()
+                expect(tab.locator(".bertl11-status")).to_contain_text("ready", timeout=PAGE_READY_S * 1000)
+                expect(tab.locator("button.bertl11-answer")).to_be_enabled()
                 yield tab
             finally:
                 browser.close()
@@ -130,9 +142,9 @@ def click_answer(tab, click="click"):
     """Press Answer and wait for the next result (an answer or an error); that result's locator."""
     before = runs_shown(tab)
     getattr(tab.locator("button.bertl11-answer"), click)()
-    shown = tab.locator(f'[data-run="{before + 1}"]')
-    shown.wait_for(timeout=ANSWER_S * 1000)
-    return shown
+    tab.wait_for_function("before => Number(document.querySelector('[data-run]')?.dataset.run || 0) > before",
+                          arg=before, timeout=ANSWER_S * 1000)
+    return tab.locator("[data-run]")
 
 
 def rows(result, config):
@@ -204,6 +216,6 @@ def test_a_second_click_while_answering_is_ignored(page):
     before = runs_shown(page)
     click_answer(page, click="dblclick")
     took = time.monotonic() - started
-    playwright_api.expect(page.locator("button.bertl11-answer")).to_be_enabled()
+    expect(page.locator("button.bertl11-answer")).to_be_enabled()
     time.sleep(max(2.0, took))  # a queued second run would have finished by now
     assert runs_shown(page) == before + 1
