@@ -100,9 +100,8 @@ def page():
     try:
         wait_until_served(("127.0.0.1", port), server, log)
         with sync_playwright() as driver:
-            # --no-sandbox: CI runs as root, where chromium's sandbox refuses to start
-            browser = driver.chromium.launch(executable_path=executable, headless=True, args=["--no-sandbox"],
-                                             timeout=60_000)
+            # Playwright starts chromium without its sandbox by default, which is what lets it run as root (CI).
+            browser = driver.chromium.launch(executable_path=executable, headless=True, timeout=60_000)
             try:
                 tab = browser.new_page(viewport={"width": 1100, "height": 900})
                 tab.set_default_timeout(ANSWER_S * 1000)
