@@ -1,6 +1,7 @@
 # The two set-up commands of the README:
 #   make test   install everything into .venv (+ the reference and ttnn contract environments) and run all tests
 #   make demo   install into .venv and answer the 12 packaged questions
+#   make app    install into .venv and serve the QA app at http://127.0.0.1:8866/ (APP_ARGS="--port 9000 ...")
 #
 # TORCH pins torch so pip takes the local CPU wheel instead of resolving a multi-GB CUDA build.
 PYTHON ?= python3
@@ -9,13 +10,14 @@ TORCH ?= torch==2.13.0
 VENV := .venv
 PIP_QUIET := -q --disable-pip-version-check
 PYTEST_ARGS ?=
+APP_ARGS ?=
 
-.PHONY: test demo install clean-venvs
+.PHONY: test demo app install clean-venvs
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install $(PIP_QUIET) "$(TORCH)"
-	$(VENV)/bin/pip install $(PIP_QUIET) -e ".[test,notebooks,bench]"
+	$(VENV)/bin/pip install $(PIP_QUIET) -e ".[test,notebooks,bench,app]"
 	touch $@
 
 # transformers 4.57 still has pipeline("question-answering"): tests compare our answers with it.
@@ -37,6 +39,9 @@ test: $(VENV)/.installed .venv-ref/.installed .venv-tt/.installed
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/bertl11 demo
+
+app: $(VENV)/.installed
+	$(VENV)/bin/bertl11 app $(APP_ARGS)
 
 clean-venvs:
 	rm -rf $(VENV) .venv-ref .venv-tt

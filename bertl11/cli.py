@@ -22,6 +22,7 @@ COMMANDS = {
     "perf": ("bertl11.perf", "end-to-end throughput, optionally side by side with HF"),
     "profile": ("bertl11.profile", "time every op of every layer; CSV and bar chart"),
     "plan": ("bertl11.plan", "the Tensix sharding plan for a device, batch and config"),
+    "app": ("bertl11.app", "serve the QA app as a web page (Voila)"),
     "doctor": ("bertl11.machine", "versions, CPU capability, CUDA devices, the GEMM each config uses and why, the cache"),
 }
 

@@ -22,7 +22,7 @@ def requirement_name(requirement: str) -> str:
 def test_environment_yml_matches_pyproject():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     wanted = set(project["dependencies"])
-    for extra in ("test", "notebooks"):
+    for extra in ("test", "notebooks", "app"):
         wanted |= set(project["optional-dependencies"][extra])
     conda = yaml.safe_load((REPO / "environment.yml").read_text())
     pip_section = next(d["pip"] for d in conda["dependencies"] if isinstance(d, dict))

@@ -52,6 +52,7 @@ def test_the_wheel_holds_the_package_data(installed):
     _, _, wheel = installed
     names = zipfile.ZipFile(wheel).namelist()
     assert "bertl11/data/input_data.json" in names
+    assert "bertl11/data/qa_app.ipynb" in names, "bertl11 app serves it"
     assert not any(name.startswith(("tests/", "notebooks/", "data/")) for name in names)
 
 
@@ -66,4 +67,5 @@ def test_installed_demo_answers_outside_the_checkout(installed, tmp_path):
     for answer in report["answers"]:
         assert answer["context"][answer["start"]:answer["end"]] == answer["answer"]
     presets = run(python, "-c", "from bertl11.widget import presets; print(len(presets()))", cwd=elsewhere, env=env)
-    assert presets.strip() == "4"
+    packaged = json.loads((REPO / "bertl11" / "data" / "input_data.json").read_text())
+    assert int(presets) == len({item["context"] for item in packaged}), "the app's presets: every held-out passage"

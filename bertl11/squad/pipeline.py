@@ -24,11 +24,13 @@ def buckets_by_default(device: str) -> bool:
     return device.split(":")[0] in ("cpu", "cuda")
 
 
-def run_model(model, batches: list[Batch], *, progress: bool = False, description: str = "windows", job=None):
+def run_model(model, batches: list[Batch], *, progress: bool = False, description: str = "windows", job=None,
+              on_batch=None):
     """(start, end) float32 logits of every window, trimmed to its length, indexed like the windows.
 
     job: a `distributed.Job` of many ranks: this rank runs its share of the batches, rank 0's bar shows every
          rank's progress, and rank 0 gets every window's logits; the other ranks get None.
+    on_batch: called with (windows done, windows in all) after each batch (the app's progress bar).
     """
     from tqdm.auto import tqdm
 
@@ -38,6 +40,7 @@ def run_model(model, batches: list[Batch], *, progress: bool = False, descriptio
     if job is not None:
         job.start_pass()
         progress = progress and job.ranks.main
+    done = 0
     with tqdm(total=total, unit="feature", desc=description, disable=not progress) as bar:
         for batch in share:
             start, end = model(batch.input_ids, batch.token_type_ids, batch.attention_mask)
@@ -49,6 +52,9 @@ def run_model(model, batches: list[Batch], *, progress: bool = False, descriptio
                 bar.update(len(batch.windows))
             else:
                 job.finished(len(batch.windows), bar)
+            done += len(batch.windows)
+            if on_batch is not None:
+                on_batch(done, total)
         if job is None:
             return logits
         job.wait_for_all(total, bar)
@@ -85,7 +91,7 @@ def model_search(model, search: SpanSearch = SpanSearch(), use_model_threshold: 
 def run_pipeline(model, questions: list[str], contexts: list[str], *, batch_size: int = 8,
                  search: SpanSearch = SpanSearch(), use_model_threshold: bool = True,
                  window_config: WindowConfig = WindowConfig(), bucket: bool | None = None, model_runs: int = 1,
-                 progress: bool = False, job=None) -> PipelineRun | None:
+                 progress: bool = False, job=None, on_batch=None) -> PipelineRun | None:
     """Answer each question from its context, timing each stage.
 
     model:   a `bertl11.QAModel`
@@ -95,6 +101,7 @@ def run_pipeline(model, questions: list[str], contexts: list[str], *, batch_size
     model_runs: passes over the batches (the demo times a first and a cached one); answers come from the last
     job:     a `distributed.Job`: the ranks share the batches (`run_model`); rank 0 post-processes and gets the
              run, the other ranks get None
+    on_batch: called with (windows done, windows in all) after each batch of each pass
     """
     require_at_least("model runs", model_runs)
     search = model_search(model, search, use_model_threshold)
@@ -108,7 +115,7 @@ def run_pipeline(model, questions: list[str], contexts: list[str], *, batch_size
     passes = []
     for _ in range(model_runs):
         started = time.perf_counter()
-        logits = run_model(model, batches, progress=progress, job=job)
+        logits = run_model(model, batches, progress=progress, job=job, on_batch=on_batch)
         passes.append(time.perf_counter() - started)
     if logits is None:
         return None
