@@ -2,10 +2,20 @@
 
 from .config import DEFAULT_RUN_CONFIG, RUN_CONFIGS, BertShape, RunConfig, get_run_config
 from .errors import UserError
-from .runtime import QAModel
 from .sources import DEFAULT_MODEL, ModelSource, resolve_model
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """`QAModel` on first use: it needs torch, whose import takes seconds that `bertl11 app`, `doctor --help` and
+    the other commands that do not run a model should not wait for."""
+    if name == "QAModel":
+        from .runtime import QAModel
+
+        return QAModel
+    raise AttributeError(f"module 'bertl11' has no attribute {name!r}")
+
 __all__ = [
     "DEFAULT_MODEL", "DEFAULT_RUN_CONFIG", "RUN_CONFIGS", "BertShape", "ModelSource", "QAModel", "RunConfig",
     "UserError", "get_run_config", "resolve_model",

@@ -27,33 +27,28 @@ COMMANDS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """All commands with their help; only `command`'s module is imported (most import torch, which takes seconds)
+    and given its arguments."""
     parser = argparse.ArgumentParser(prog="bertl11", description="BERT-large SQuAD v2 question answering (metal_BERT_large_11 style).")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in COMMANDS.items():
         sub = commands.add_parser(name, help=help_text, description=help_text)
-        try:
+        if name == command:
             module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if error.name != module_name:
-                raise
-            continue  # a command whose module is not written yet
-        module.add_arguments(sub)
-        sub.set_defaults(handler=module.run)
+            module.add_arguments(sub)
+            sub.set_defaults(handler=module.run)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     # Known before parsing, because an option value out of range raises UserError while parsing (`options.count`).
-    prefix = " ".join(["bertl11", *[a for a in argv if a in COMMANDS][:1]])
-    parser = build_parser()
+    command = next((a for a in argv if a in COMMANDS), None)
+    prefix = " ".join(["bertl11", *([command] if command else [])])
     try:
-        args = parser.parse_args(argv)
-        handler = getattr(args, "handler", None)
-        if handler is None:
-            parser.error(f"command {args.command!r} is not available in this build")
-        return int(handler(args) or 0)
+        args = build_parser(command).parse_args(argv)
+        return int(args.handler(args) or 0)
     except UserError as error:
         if not error.quiet:
             print(f"{prefix}: error: {error}", file=sys.stderr)
