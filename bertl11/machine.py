@@ -41,7 +41,8 @@ PROBE_REPEATS = 5  # best of: other jobs on a shared machine slow single calls
 # A kernel under this share of float32's rate is a fallback (reference kernels run at ~0.005x).
 NATIVE_FRACTION = 0.1
 SLOW_CALL_S = 0.02  # one call this slow is a fallback kernel: do not time it again
-# An int8 kernel replaces the float GEMM only when this much faster: it also quantises activations per call.
+# An int8 linear replaces the float GEMM only when this much faster (quantisation included): a margin for a
+# shared machine's noise, which can move one probe by 20%.
 INT8_ADVANTAGE = 1.25
 # The CPU flags that decide which kernels can be fast, as Linux's /proc/cpuinfo names them.
 RELEVANT_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8")
@@ -59,8 +60,9 @@ class Choice:
 class Machine:
     """The probe's findings: torch's CPU capability, the CPU's flags, and rates measured on one thread.
 
-    rates: GFLOP/s (GOP/s for int8) of the probe GEMM per kernel: float32, bfloat16, int_mm and, where torch
-    has the fbgemm engine, fbgemm (dynamically quantised linear).
+    rates: GFLOP/s (GOP/s for int8) of the probe GEMM per kernel: float32, bfloat16, and the fast path's int8
+    linears as they run, activation quantisation and outlier channels included: int_mm and, where torch has
+    the fbgemm engine, fbgemm (dynamically quantised linear).
     """
 
     capability: str
@@ -152,11 +154,12 @@ def _time_kernel(call) -> float:
     return best
 
 
-def _fbgemm_linear(x: torch.Tensor, w: torch.Tensor):
-    """A call running torch's fbgemm dynamically quantised linear on x [M, K] and w [K, N]."""
-    from .backends.torch import FbgemmLinear
+def _int8_linear(kernel: str, x: torch.Tensor, w: torch.Tensor):
+    """A call running the fast path's int8 linear (`backends.torch.INT8_LINEARS`) on x [M, K] and w [K, N], with
+    as many float outlier channels as the model gives it: the raw int8 GEMM is half of such a call's time."""
+    from .backends.torch import INT8_LINEARS, OUTLIER_CHANNELS
 
-    linear = FbgemmLinear(w)
+    linear = INT8_LINEARS[kernel](w, torch.arange(OUTLIER_CHANNELS))
     return lambda: linear(x)
 
 
@@ -165,15 +168,13 @@ def measure_rates() -> dict[str, float]:
     m, k, n = PROBE_SHAPE
     generator = torch.Generator().manual_seed(0)
     a, b = torch.randn(m, k, generator=generator), torch.randn(k, n, generator=generator)
-    a8 = a.mul(20).clamp_(-127, 127).to(torch.int8)
-    b8 = b.mul(20).clamp_(-127, 127).to(torch.int8)
     calls = {
         "float32": lambda: torch.mm(a, b),
         "bfloat16": functools.partial(torch.mm, a.bfloat16(), b.bfloat16()),
-        "int_mm": functools.partial(torch._int_mm, a8, b8),
+        "int_mm": _int8_linear("int_mm", a, b),
     }
     if "fbgemm" in torch.backends.quantized.supported_engines:
-        calls["fbgemm"] = _fbgemm_linear(a, b)
+        calls["fbgemm"] = _int8_linear("fbgemm", a, b)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # per-core rates: a second thread stalls on a core another job holds
     try:
@@ -237,7 +238,7 @@ def report_lines(cache_dir: Path | None = None) -> list[str]:
         f"onnxruntime: {package_version('onnxruntime')} (benchmarks only: pip install 'bertl11[bench]')",
         f"CPU: {cpu_name()}; torch capability {found.capability}; flags {found.flags_text()}",
         f"threads: {found.threads} (torch.get_num_threads)",
-        f"GEMM rates, one thread, {m}x{k} @ {k}x{n}: {rates}",
+        f"GEMM rates, one thread, {m}x{k} @ {k}x{n} (int8: the whole linear, quantisation included): {rates}",
         f"CUDA: {'; '.join(cuda_devices()) or 'no CUDA device visible'}",
     ]
     shape = BertShape(30522, 1024, 24, 16, 4096, 512, 2, 1e-12, "gelu")  # BERT-large; kernels depend on config only
