@@ -18,6 +18,7 @@ Memory: ops never free their inputs; the model calls `release` after a tensor's 
 
 from __future__ import annotations
 
+import importlib.metadata
 from pathlib import Path
 
 import torch
@@ -36,6 +37,8 @@ from ..weights import parameter_tree, tensor_kind
 from .torch import MASK_VALUE
 from .ttnn_program_configs import build_program_config
 
+# ttnn.dump_tensor and load_tensor take only files with this extension (ttnn/operations/core.py).
+TENSORBIN = ".tensorbin"
 # The seed runs layernorm at HiFi4 and the matmuls at ttnn's defaults (tt/bert_encoder.py).
 LAYERNORM_FIDELITY = "HiFi4"
 
@@ -48,6 +51,15 @@ def import_ttnn():
             f"--device tt needs the ttnn package (pip install 'bertl11[tt]' on Python 3.10 or 3.12): {error}"
         ) from None
     return ttnn
+
+
+def ttnn_version() -> str:
+    """The installed ttnn's version, from its package metadata: ttnn 0.81 has no `__version__`, and the
+    .tensorbin cache must go stale when ttnn changes. A source build without metadata reads "unknown"."""
+    try:
+        return importlib.metadata.version("ttnn")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def program_config_spec(program) -> tuple[str, dict]:
@@ -196,7 +208,7 @@ class TtnnOps(Backend):
         for name, t in flat.items():
             data, dtype, tiled = self._device_layout(name, t.float(), groups)
             layout = ttnn.TILE_LAYOUT if tiled else ttnn.ROW_MAJOR_LAYOUT
-            file_name = f"{name}_{dtype.upper()}.tensorbin"
+            file_name = f"{name}_{dtype.upper()}{TENSORBIN}"
             if manifest is not None:
                 host = ttnn.load_tensor(str(directory / file_name))
             else:
@@ -210,14 +222,14 @@ class TtnnOps(Backend):
 
     def _dump(self, host, path: Path) -> dict:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as temporary:
+        with atomic_path(path, suffix=TENSORBIN) as temporary:  # ttnn refuses any other extension
             self.ttnn.dump_tensor(temporary, host)
         return file_entry(path)
 
     def _header(self, groups: int) -> dict:
         source = self.source_manifest
         return {
-            "ttnn": getattr(self.ttnn, "__version__", "unknown"), "config": self.run_config.name, "qkv_groups": groups,
+            "ttnn": ttnn_version(), "config": self.run_config.name, "qkv_groups": groups,
             "source": sha256_file(source) if source is not None and source.is_file() else None,
         }
 
@@ -253,9 +265,10 @@ class TtnnOps(Backend):
                                embeddings_type=ttnn.EmbeddingsType.BINARY, dtype=ttnn.bfloat16, memory_config=ttnn.L1_MEMORY_CONFIG)
         where = ttnn.embedding(positions, p.position_embeddings.weight, layout=ttnn.TILE_LAYOUT,
                                embeddings_type=ttnn.EmbeddingsType.GENERIC, dtype=ttnn.bfloat16, memory_config=ttnn.L1_MEMORY_CONFIG)
-        summed = ttnn.add(ttnn.add(words, kinds, memory_config=ttnn.L1_MEMORY_CONFIG), where, memory_config=ttnn.L1_MEMORY_CONFIG)
-        x = ttnn.layer_norm(summed, epsilon=self.shape.layer_norm_eps, weight=p.LayerNorm.weight, bias=p.LayerNorm.bias,
-                            memory_config=ttnn.L1_MEMORY_CONFIG)
+        summed = ttnn.add(words, kinds, memory_config=ttnn.L1_MEMORY_CONFIG)
+        # The position add rides in the layernorm (as the seed's embeddings): one op and one bf16 rounding fewer.
+        x = ttnn.layer_norm(summed, residual_input_tensor=where, epsilon=self.shape.layer_norm_eps, weight=p.LayerNorm.weight,
+                            bias=p.LayerNorm.bias, memory_config=ttnn.L1_MEMORY_CONFIG)
         x = ttnn.reshape(x, (batch, 1, seq, self.shape.hidden_size))
         if self.plan.sharded:
             return ttnn.interleaved_to_sharded(
@@ -288,9 +301,11 @@ class TtnnOps(Backend):
                 qkv, compute_with_storage_grid_size=ttnn.CoreCoord(*self.plan.grid),
                 memory_config=self._memory("split_heads"), num_heads=num_heads,
             )
-        else:
+        else:  # this one takes [B, S, 3H] only (rank 3); the reshape is a view
+            shape = qkv.padded_shape
+            fused = ttnn.reshape(qkv, (shape[0], shape[2], shape[3]))
             q, k_t, v = ttnn.transformer.split_query_key_value_and_split_heads(
-                qkv, num_heads=num_heads, transpose_key=True, memory_config=self._memory("split_heads"),
+                fused, num_heads=num_heads, transpose_key=True, memory_config=self._memory("split_heads"),
             )
         return q, k_t, v
 
