@@ -15,7 +15,6 @@ import torch
 from .cache import load_or_convert
 from .config import DEFAULT_RUN_CONFIG, RunConfig, get_run_config
 from .errors import UserError
-from .model import bert_qa
 from .ops import Backend
 from .sources import ModelSource, resolve_model
 
@@ -87,8 +86,7 @@ class QAModel:
     def __call__(self, input_ids, token_type_ids, attention_mask):
         """Start and end logits as float32 CPU tensors [B, S]."""
         device = self.ops.device
-        start, end = bert_qa(
-            self.ops,
+        start, end = self.ops.forward(
             self.params,
             input_ids.to(device),
             token_type_ids.to(device),

@@ -32,10 +32,11 @@ import ttnn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ttnn_probe import accepted_keywords, resolve  # noqa: E402
 
-# On host tensors these two read the tensor's device (null) before any check of their own: ttnn 0.81.1
-# segfaults at address 0 inside ttnn::prim::<op>, after the arguments have bound (a wrong keyword or type
-# still raises TypeError first). A segfault counts for them only once the call itself has started.
-NULL_DEVICE_OPS = ("layer_norm", "scale_mask_softmax_in_place")
+# On host tensors these read the tensor's device (null) before any check of their own: ttnn 0.81.1 segfaults
+# at address 0 (inside ttnn::prim::<op> for the first two; copy_host_to_device_tensor reads its target's
+# device), after the arguments have bound (a wrong keyword or type still raises TypeError first). A segfault
+# counts for them only once the call itself has started.
+NULL_DEVICE_OPS = ("layer_norm", "scale_mask_softmax_in_place", "copy_host_to_device_tensor")
 NEEDS_DEVICE = re.compile(
     r"must be on device|expect device tensors|need to be on device|must be on a device|StorageType::DEVICE|"
     r"device != nullptr|Operands to .* need to be (on device|allocated)"
@@ -72,7 +73,7 @@ def build(value):
 
 
 # Calls that open, query or move to and from a device, or need torch: checked by binding their arguments.
-BIND_ONLY = ("GetNumAvailableDevices", "get_arch_name", "open_device", "open_mesh_device", "from_torch", "to_torch")
+BIND_ONLY = ("GetNumAvailableDevices", "get_arch_name", "open_mesh_device", "from_torch", "to_torch", "wait_for_event")
 
 
 def takes_device(call) -> bool:

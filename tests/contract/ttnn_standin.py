@@ -31,14 +31,19 @@ FILE_FUNCTIONS = ("dump_tensor", "load_tensor")
 
 
 def _where() -> str:
-    """'bertl11/backends/ttnn.py:123 (model.py:45)': the backend line that made the call and the model line above it."""
-    backend = model = None
+    """'bertl11/backends/ttnn.py:123 _upload < prepare (model.py:45 attention)': the backend line that made the
+    call, the backend methods it was made for, and the model line above them."""
+    backend, model = [], None
     for frame in traceback.extract_stack():
         if frame.filename.endswith(BACKEND_FILE):
-            backend = frame
+            backend.append(frame)
         elif frame.filename.endswith(MODEL_FILE):
             model = frame
-    text = f"bertl11/backends/ttnn.py:{backend.lineno} {backend.name}" if backend else "?"
+    if not backend:
+        return "?"
+    inner = backend[-1]
+    callers = [f.name for f in reversed(backend[:-1]) if f.name != inner.name]
+    text = " < ".join([f"bertl11/backends/ttnn.py:{inner.lineno} {inner.name}", *dict.fromkeys(callers)])
     return text + (f" (model.py:{model.lineno} {model.name})" if model else "")
 
 
@@ -98,11 +103,12 @@ class StandinDevice:
 class StandinTensor:
     """A tensor as its spec. `shape` is the logical shape; tile layout pads the last two dims to whole tiles."""
 
-    def __init__(self, standin, shape, dtype, layout, memory_config=None, on_device=False):
+    def __init__(self, standin, shape, dtype, layout, memory_config=None, on_device=False, buffer=None):
         self._standin = standin
         self.shape = tuple(int(d) for d in shape)
         self.dtype, self.layout, self.memory_config, self.on_device = dtype, layout, memory_config, on_device
-        self.deallocated = False
+        # The device buffer, shared by views (reshape) and in-place results; deallocating any of them frees it.
+        self.buffer = buffer if buffer is not None else {"freed": False, "where": ""}
 
     @property
     def padded_shape(self):
@@ -111,9 +117,13 @@ class StandinTensor:
             return tuple(lead) + (-(-h // TILE) * TILE, -(-w // TILE) * TILE)
         return self.shape
 
+    @property
+    def deallocated(self) -> bool:
+        return self.buffer["freed"]
+
     def deallocate(self):
         self._standin._record("Tensor.deallocate", (self,), {})
-        self.deallocated = True
+        self.buffer["freed"] = True
 
     def spec(self):
         return {"shape": list(self.shape), "dtype": encode(self.dtype), "layout": encode(self.layout),
@@ -147,7 +157,7 @@ class StandinTtnn(types.ModuleType):
         super().__init__("ttnn")
         self._arch, self._grid, self._chips = arch, tuple(grid), chips
         self.calls: list[dict] = []
-        self._tensors: list[StandinTensor] = []  # every tensor a call returned, in order
+        self.tensors: list[StandinTensor] = []  # every tensor a call returned, in order
         self.transformer = self._name("transformer")
         self.experimental = self._name("experimental")
 
@@ -177,8 +187,16 @@ class StandinTtnn(types.ModuleType):
         result = handler(*args, **kwargs)
         outputs = result if isinstance(result, tuple) else (result,)
         self._record(path, args, kwargs, result if isinstance(result, StandinTensor) else None)
-        self._tensors += [t for t in outputs if isinstance(t, StandinTensor)]
+        for t in outputs:
+            if isinstance(t, StandinTensor) and not t.buffer["where"]:
+                t.buffer["where"] = self.calls[-1]["where"]
+                self.tensors.append(t)
         return result
+
+    def leaked(self, kept=("prepare", "_position_ids", "_capture")) -> list[StandinTensor]:
+        """Device tensors still allocated that were not made to stay (weights, position ids, trace buffers):
+        what a forward leaves behind on the card."""
+        return [t for t in self.tensors if t.on_device and not t.deallocated and not any(k in t.buffer["where"] for k in kept)]
 
     def _tensor(self, like, shape=None, dtype=None, memory_config=None, layout=None):
         return StandinTensor(self, like.shape if shape is None else shape, dtype or like.dtype, layout or like.layout,
@@ -195,17 +213,12 @@ class StandinTtnn(types.ModuleType):
     def _op_get_arch_name(self):
         return self._arch
 
-    def _op_open_device(self, device_id=0, **kwargs):
-        return StandinDevice(self, self._grid)
-
     def _op_open_mesh_device(self, mesh_shape, **kwargs):
         rows, cols = mesh_shape._args
         return StandinDevice(self, self._grid, rows * cols)
 
-    def _op_close_device(self, device):
+    def _op_close_mesh_device(self, device):
         return None
-
-    _op_close_mesh_device = _op_close_device
 
     def _op_synchronize_device(self, device, **kwargs):
         return None
@@ -213,7 +226,7 @@ class StandinTtnn(types.ModuleType):
     # --------------------------------------------------------------------------------------- traces and events
 
     def _op_begin_trace_capture(self, device, cq_id=0):
-        return None
+        return Sym(self, "MeshTraceId", [len(self.calls)], {})
 
     def _op_end_trace_capture(self, device, trace_id, cq_id=0):
         return None
@@ -233,9 +246,9 @@ class StandinTtnn(types.ModuleType):
     # --------------------------------------------------------------------------------------- tensors and files
 
     def _op_from_torch(self, tensor, dtype=None, *, layout=None, device=None, memory_config=None, mesh_mapper=None, **kwargs):
-        shape = list(tensor.shape)
+        shape = list(tensor.shape)  # per chip, as a mesh tensor's shape is
         if mesh_mapper is not None and mesh_mapper._path == "ShardTensorToMesh":
-            shape[mesh_mapper._kwargs.get("dim", 0)] //= device.chips
+            shape[mesh_mapper._kwargs["dim"]] //= mesh_mapper._args[0].chips
         return StandinTensor(self, shape, dtype, layout, memory_config, device is not None)
 
     def _op_to_device(self, tensor, device, memory_config=None, **kwargs):
@@ -250,7 +263,7 @@ class StandinTtnn(types.ModuleType):
     def _op_to_torch(self, tensor, mesh_composer=None, **kwargs):
         shape = list(tensor.shape)
         if mesh_composer is not None:
-            shape[mesh_composer._kwargs.get("dim", 0)] *= mesh_composer._args[0].chips
+            shape[mesh_composer._kwargs["dim"]] *= mesh_composer._args[0].chips
         return torch.zeros(shape)
 
     def _op_from_device(self, tensor, blocking=True, **kwargs):
@@ -275,11 +288,13 @@ class StandinTtnn(types.ModuleType):
     def _op_add(self, a, b, memory_config=None, **kwargs):
         return self._tensor(a, torch.broadcast_shapes(a.shape, b.shape), memory_config=memory_config)
 
-    def _op_layer_norm(self, x, memory_config=None, **kwargs):
+    def _op_layer_norm(self, x, memory_config=None, program_config=None, **kwargs):
+        if program_config is not None and program_config._kwargs.get("inplace"):  # writes over its input
+            return StandinTensor(self, x.shape, x.dtype, x.layout, x.memory_config, x.on_device, x.buffer)
         return self._tensor(x, memory_config=memory_config)
 
-    def _op_reshape(self, x, shape, **kwargs):
-        return self._tensor(x, shape)
+    def _op_reshape(self, x, shape, **kwargs):  # a view: the same buffer
+        return StandinTensor(self, shape, x.dtype, x.layout, x.memory_config, x.on_device, x.buffer)
 
     def _op_typecast(self, x, dtype, memory_config=None, **kwargs):
         return self._tensor(x, dtype=dtype, memory_config=memory_config)
@@ -369,25 +384,29 @@ def model_shape(name: str):
                      max_position_embeddings=512, type_vocab_size=2, layer_norm_eps=1e-12, hidden_act="gelu")
 
 
-def record_forward(standin: StandinTtnn, shape, config: str, batch: int, cache: Path, seq: int = 384, passes: int = 2):
-    """Open the stand-in card, prepare the weights twice (the first converts and dumps, the second loads the
-    .tensorbin cache) and run one forward of `batch` sequences. Returns the backend (closed)."""
-    from bertl11.backends.ttnn import TtnnOps
+def record_forward(standin: StandinTtnn, shape, config: str, batch: int, cache: Path, seq: int = 384, passes: int = 2,
+                   backend=None, batches: int = 1, trace: bool = False, mesh=(1, 1)):
+    """Open the stand-in card, prepare the weights `passes` times (the first converts and dumps, the next load
+    the .tensorbin cache) and run `batches` forwards of `batch` sequences, as `QAModel` does (`ops.forward`).
+    `backend`: a module standing for bertl11.backends.ttnn (the planted-bug test passes an edited copy).
+    Returns the (closed) backend and the logits of the last batch."""
+    from bertl11.backends import ttnn as default_backend
     from bertl11.config import get_run_config
-    from bertl11.model import bert_qa
 
     flat = bert_parameters(shape)
     with recording(standin):
-        ops = TtnnOps(shape, get_run_config(config), weight_cache=cache, source_manifest=None)
+        ops = (backend or default_backend).TtnnOps(shape, get_run_config(config), weight_cache=cache, source_manifest=None,
+                                                   trace=trace, mesh=mesh)
         try:
             for _ in range(passes):
                 params = ops.prepare(flat)
             ids = torch.randint(1000, shape.vocab_size, (batch, seq))
             types_ = (torch.arange(seq) >= seq // 4).long().expand(batch, -1)
-            bert_qa(ops, params, ids, types_, torch.ones(batch, seq, dtype=torch.long), shape)
+            for _ in range(batches):
+                logits = ops.forward(params, ids, types_, torch.ones(batch, seq, dtype=torch.long), shape)
         finally:
             ops.close()
-    return ops
+    return ops, logits
 
 
 def call_key(call: dict) -> str:
