@@ -7,6 +7,7 @@ import importlib.metadata
 import json
 
 import pytest
+import torch
 
 from bertl11.config import TT_CONFIGS, get_run_config
 from bertl11.errors import UserError
@@ -107,3 +108,90 @@ def test_unknown_architecture_is_refused():
         from bertl11.backends.ttnn import open_tt_device
 
         open_tt_device(StandinTtnn("quasar", (8, 8)))
+
+
+def steady_state(standin):
+    """The calls after the trace's capture ended: what every later batch costs."""
+    end = max(i for i, c in enumerate(standin.calls) if c["function"] == "end_trace_capture")
+    return standin.calls[end + 1:]
+
+
+def test_trace_captures_once_and_executes_per_batch(tmp_path):
+    standin = StandinTtnn()
+    ops, (start, end) = record_forward(standin, LARGE, "BFLOAT8_B-SHARDED", 8, tmp_path, passes=1, batches=3, trace=True)
+    functions = standin.functions()
+    assert functions.count("begin_trace_capture") == functions.count("end_trace_capture") == 1
+    executes = calls_of(standin, "execute_trace")
+    assert len(executes) == 3 and all(c["kwargs"] == {"cq_id": 0, "blocking": False} for c in executes)
+    opened = calls_of(standin, "open_mesh_device")[0]["kwargs"]
+    assert opened["num_command_queues"] == 2 and opened["trace_region_size"] > 0
+    assert start.shape == end.shape == (8, 384)
+    # Inside the capture: no host transfer, no compile-time lookups of the inputs (they sit in device buffers).
+    begin = functions.index("begin_trace_capture")
+    captured = standin.calls[begin + 1:functions.index("end_trace_capture")]
+    assert not {"from_torch", "to_torch", "to_device", "copy_host_to_device_tensor", "synchronize_device"} & {c["function"] for c in captured}
+    assert sum(c["function"] == "linear" for c in captured) == 4 * LARGE.num_layers + 1
+    # The first batch runs the new trace; every later one waits for queue 0, uploads its 3 inputs on queue 1,
+    # signals, runs the trace and reads back once.
+    later = [c["function"] for c in steady_state(standin) if c["function"] != "from_torch"]
+    run = ["execute_trace", "record_event", "from_device", "synchronize_device", "to_torch"]
+    upload = ["wait_for_event", *["copy_host_to_device_tensor"] * 3, "record_event", "wait_for_event"]
+    assert later[:len(run) + 2 * (len(upload) + len(run))] == run + (upload + run) * 2
+    uploads = [c for c in steady_state(standin) if c["function"] == "copy_host_to_device_tensor"]
+    assert {c["kwargs"]["cq_id"] for c in uploads} == {1}
+    waits = [c["args"][0] for c in steady_state(standin) if c["function"] == "wait_for_event"]
+    assert waits[:2] == [1, 0]  # queue 1 waits for the model to finish reading; queue 0 waits for the upload
+    # Position ids were uploaded once, before the capture, and stay on the device.
+    positions = [c for c in standin.calls if "_position_ids" in c["where"]]
+    assert len(positions) == 1
+    # Only the trace's own buffers stay allocated: its three inputs and the logits it writes.
+    kept = sorted(t.buffer["where"].split(" < ")[0].split()[-1] for t in standin.leaked())
+    assert kept == ["_upload", "_upload", "_upload", "qa_head"]
+
+
+def test_every_batch_has_one_host_sync(tmp_path):
+    for trace in (False, True):
+        standin = StandinTtnn()
+        record_forward(standin, model_shape("tiny"), "BFLOAT8_B-L1", 8, tmp_path / str(trace), passes=1, batches=3, trace=trace)
+        assert standin.functions().count("synchronize_device") == 3
+        assert standin.functions().count("to_torch") == 3
+
+
+def test_a_new_input_shape_recaptures(tmp_path):
+    from bertl11.backends.ttnn import TtnnOps
+    from ttnn_standin import bert_parameters
+
+    shape = model_shape("tiny")
+    standin = StandinTtnn()
+    with recording(standin):
+        ops = TtnnOps(shape, get_run_config("BFLOAT8_B-L1"), trace=True)
+        params = ops.prepare(bert_parameters(shape))
+        for batch in (8, 8, 4):
+            ids = torch.ones(batch, 384, dtype=torch.long)
+            ops.forward(params, ids, ids * 0, ids, shape)
+        ops.close()
+    assert standin.functions().count("begin_trace_capture") == 2
+    assert standin.functions().count("release_trace") == 2  # the first trace when the shape changed, the second at close
+
+
+def test_mesh_replicates_weights_and_splits_the_batch(tmp_path):
+    standin = StandinTtnn(chips=2)
+    ops, (start, _) = record_forward(standin, LARGE, "BFLOAT8_B-SHARDED", 16, tmp_path, passes=1, batches=2, trace=True, mesh=(1, 2))
+    opened = calls_of(standin, "open_mesh_device")[0]
+    assert opened["args"][0] == {"ttnn": "MeshShape", "args": [1, 2], "kwargs": {}}
+    assert ops.plan.batch == 8 and start.shape == (16, 384)  # planned per chip, answered for the whole batch
+    weights = [c for c in calls_of(standin, "from_torch") if "prepare" in c["where"]]
+    assert weights and all(c["kwargs"]["mesh_mapper"]["ttnn"] == "ReplicateTensorToMesh" for c in weights)
+    inputs = [c for c in calls_of(standin, "from_torch") if "prepare" not in c["where"]]
+    assert inputs and all(c["kwargs"]["mesh_mapper"]["ttnn"] == "ShardTensorToMesh" and c["kwargs"]["mesh_mapper"]["kwargs"] == {"dim": 0}
+                          for c in inputs)
+    reads = calls_of(standin, "to_torch")
+    assert len(reads) == 2 and all(c["kwargs"]["mesh_composer"]["ttnn"] == "ConcatMeshToTensor" for c in reads)
+    assert not calls_of(standin, "dump_tensor")  # the .tensorbin cache holds single-chip tensors
+
+
+def test_mesh_refusals_are_one_line(tmp_path):
+    with pytest.raises(UserError, match="needs 8 chips; ttnn finds 2"):
+        record_forward(StandinTtnn(chips=2), model_shape("tiny"), "BFLOAT8_B-L1", 8, tmp_path, passes=1, mesh=(2, 4))
+    with pytest.raises(UserError, match="must be a multiple of its 2 chips"):
+        record_forward(StandinTtnn(chips=2), model_shape("tiny"), "BFLOAT8_B-L1", 7, tmp_path, passes=1, mesh=(1, 2))

@@ -42,7 +42,7 @@ def _where() -> str:
     if not backend:
         return "?"
     inner = backend[-1]
-    callers = [f.name for f in reversed(backend[:-1]) if f.name != inner.name]
+    callers = [f.name for f in reversed(backend[:-1]) if f.name not in (inner.name, "<genexpr>", "<lambda>")]
     text = " < ".join([f"bertl11/backends/ttnn.py:{inner.lineno} {inner.name}", *dict.fromkeys(callers)])
     return text + (f" (model.py:{model.lineno} {model.name})" if model else "")
 
@@ -193,9 +193,9 @@ class StandinTtnn(types.ModuleType):
                 self.tensors.append(t)
         return result
 
-    def leaked(self, kept=("prepare", "_position_ids", "_capture")) -> list[StandinTensor]:
-        """Device tensors still allocated that were not made to stay (weights, position ids, trace buffers):
-        what a forward leaves behind on the card."""
+    def leaked(self, kept=("prepare", "_position_ids")) -> list[StandinTensor]:
+        """Device tensors still allocated that were not made to stay (weights, position ids): what a forward
+        leaves behind on the card."""
         return [t for t in self.tensors if t.on_device and not t.deallocated and not any(k in t.buffer["where"] for k in kept)]
 
     def _tensor(self, like, shape=None, dtype=None, memory_config=None, layout=None):
