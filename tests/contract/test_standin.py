@@ -195,3 +195,30 @@ def test_mesh_refusals_are_one_line(tmp_path):
         record_forward(StandinTtnn(chips=2), model_shape("tiny"), "BFLOAT8_B-L1", 8, tmp_path, passes=1, mesh=(2, 4))
     with pytest.raises(UserError, match="must be a multiple of its 2 chips"):
         record_forward(StandinTtnn(chips=2), model_shape("tiny"), "BFLOAT8_B-L1", 7, tmp_path, passes=1, mesh=(1, 2))
+
+
+def test_perf_trace_and_mesh_through_the_cli(capsys):
+    """`bertl11 perf --device tt --trace` captures once and executes each run; `--mesh 1x2` opens both chips."""
+    from bertl11.cli import main
+
+    standin = StandinTtnn(chips=2)
+    with recording(standin):
+        assert main(["perf", "--device", "tt", "--trace", "--mesh", "1x2", "--model", "tiny", "--config", "BFLOAT8_B-L1",
+                     "--batch", "16", "--iterations", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "on 2 x Wormhole n150, traced" in out
+    functions = standin.functions()
+    assert functions.count("begin_trace_capture") == 1 and functions.count("execute_trace") == 4  # first run + 3 cached
+    assert functions.count("synchronize_device") == 4
+    assert calls_of(standin, "open_mesh_device")[0]["args"][0]["args"] == [1, 2]
+
+
+def test_tt_options_elsewhere_are_refused_in_one_line(capsys):
+    from bertl11.cli import main
+
+    assert main(["perf", "--device", "cpu", "--trace"]) == 2
+    assert main(["squad", "--mesh", "1x2", "--limit", "1"]) == 2
+    assert main(["demo", "--device", "tt", "--mesh", "two"]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 3 and "--trace applies to --device tt" in errors[0] and "--mesh applies" in errors[1]
+    assert "rows x columns" in errors[2]
