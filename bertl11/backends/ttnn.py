@@ -13,7 +13,12 @@ manifest and use ttnn.load_tensor. The program
 cache is on (ttnn's default; enabled explicitly for older builds), so the first batch compiles every kernel
 and later batches reuse them.
 
-Memory: ops never free their inputs; the model calls `release` after a tensor's last use (`model.py`).
+Memory: ops never free their inputs; the model calls `release` after a tensor's last use (`model.py`); what the
+backend allocates inside an op (lookups, copies, a residual an interleaved layernorm does not overwrite) it frees itself.
+
+The chips open as one mesh device with a trace region and two command queues. `forward` runs the model op by op, or,
+traced, captures it once per input shape and replays it (`execute_trace`) while queue 1 uploads the inputs; on a mesh
+of chips the batch is split across them and the weights replicated (docs/tenstorrent.md).
 """
 
 from __future__ import annotations

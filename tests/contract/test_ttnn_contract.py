@@ -27,7 +27,7 @@ from bertl11.backends import ttnn as backend
 from bertl11.config import RUN_CONFIGS
 from bertl11.devices import DEVICES
 from bertl11.plan import make_plan
-from conftest import tt_environment
+from tt_env import tt_environment
 
 pytestmark = pytest.mark.ttnn
 

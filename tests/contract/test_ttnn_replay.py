@@ -10,12 +10,11 @@ import json
 import subprocess
 import sys
 import types
-from pathlib import Path
 
 import pytest
 
 from bertl11.config import TT_CONFIGS, get_run_config
-from conftest import HERE, SUMMARY, tt_environment
+from tt_env import HERE, SUMMARY, tt_environment
 from ttnn_standin import StandinTtnn, distinct_calls, model_shape, record_forward
 
 pytestmark = pytest.mark.ttnn

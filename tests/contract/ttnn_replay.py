@@ -10,10 +10,11 @@ layout); ttnn objects are rebuilt from their recorded expressions with the real 
 
 A call passes when
 - it reaches ttnn's "needs a device" error: a TT_FATAL that the operand is not on a device, or, for the ops
-  known to read the device before checking (NULL_DEVICE_OPS), a segfault at address 0;
+  known to read the device before checking (NULL_DEVICE_OPS), a segfault once the call has started;
 - or it succeeds where it needs no device (dump_tensor, load_tensor, host-side reshape and typecast);
-- or, for calls that take the device itself (open_device, to_device, from_torch with a device, ...), its
-  arguments bind to the real function's signature, and from_torch's dtype/layout build a real host tensor.
+- or, for calls that take the device itself (open_mesh_device, to_device, from_torch, traces, events, ...), its
+  arguments bind to the real function's signature, and from_torch's dtype/layout build a real host tensor;
+  methods called on the device or a tensor exist on the real class.
 Anything else is rejected with the error line: a TypeError, a rank or shape TT_FATAL, a wrong file extension,
 a crash.
 """
@@ -102,13 +103,6 @@ def run_call(call, directory, started):
     """Executes one call in this (forked) process; returns (outcome, message). `started` is created just
     before the ttnn function itself is entered (after every argument is built)."""
     function = call["function"]
-    if function.startswith("MeshDevice."):  # a method of the opened device: it exists
-        resolve(function)
-        return "bound", ""
-    if function.startswith("Tensor."):
-        tensor = build(call["args"][0])
-        getattr(tensor, function.split(".", 1)[1])()
-        return "ok", ""
     if takes_device(call):
         problem = bind(call)
         if problem:
@@ -138,7 +132,15 @@ def first_line(text):
 
 
 def replay(call, directory):
-    """Forks; the child runs the call with its stdout/stderr in a file; the parent judges how it ended."""
+    """Forks; the child runs the call with its stdout/stderr in a file; the parent judges how it ended. Methods
+    called on a device or a tensor (`MeshDevice.enable_program_cache`, `Tensor.deallocate`) take no arguments:
+    they pass when the real class has them."""
+    if call["function"].startswith(("MeshDevice.", "Tensor.")):
+        try:
+            resolve(call["function"])
+        except AttributeError:
+            return "reject", f"AttributeError: ttnn.{call['function']} does not exist"
+        return "pass", "binds to the real signature (a method of the real class)"
     log = Path(directory) / "child.log"
     verdict = Path(directory) / "verdict.json"
     started = Path(directory) / "started"
