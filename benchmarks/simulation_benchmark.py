@@ -2,6 +2,7 @@
 
     python benchmarks/simulation_benchmark.py                   # minilm, batch 4 x seq 384, one thread
     python benchmarks/simulation_benchmark.py --modes float32   # only the float32 compute mode
+    python benchmarks/simulation_benchmark.py --clock cpu       # CPU time: steadier on a shared machine
 
 Each simulated config rounds every op output through its storage dtypes (BFLOAT16, BFLOAT8_B); the FLOAT32
 config rounds nothing, so `x FLOAT32` is what the simulation costs. Each config runs in each compute mode
@@ -24,6 +25,8 @@ from bertl11 import RUN_CONFIGS, QAModel, machine, resolve_model
 from bertl11.compare import pcc
 from bertl11.perf import synthetic_inputs
 
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -33,17 +36,20 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--configs", nargs="+", choices=list(RUN_CONFIGS), default=list(RUN_CONFIGS))
+    parser.add_argument("--clock", choices=list(CLOCKS), default="wall",
+                        help="wall time, or the process's CPU time: what a run costs when other jobs share the cores")
     parser.add_argument("--modes", nargs="+", choices=machine.GEMM_DTYPES, default=None,
                         help="compute modes to run (default: float32, and bfloat16 where it is native)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    clock = CLOCKS[args.clock]
     probe = machine.probe()
     modes = args.modes or [m for m in machine.GEMM_DTYPES if m == "float32" or probe.rates[m] >= probe.rates["float32"]]
 
     source = resolve_model(args.model)
     inputs = synthetic_inputs(source.shape.vocab_size, args.batch, args.seq)
     print(f"{source.name}, batch {args.batch} x seq {args.seq}, torch {torch.__version__}, CPU {probe.capability} "
-          f"({probe.flags_text()}), {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.2f}")
+          f"({probe.flags_text()}), {torch.get_num_threads()} threads, {args.clock} clock, load average {os.getloadavg()[0]:.2f}")
     configs = ["FLOAT32", *(c for c in args.configs if c != "FLOAT32")]
     models, outputs = {}, {}
     for config in configs:
@@ -56,9 +62,9 @@ def main() -> None:
     times: dict[tuple[str, str], list[float]] = {}
     for round_ in range(args.rounds):
         for key, model in models.items():
-            started = time.perf_counter()
+            started = clock()
             model(*inputs)
-            times.setdefault(key, []).append(time.perf_counter() - started)
+            times.setdefault(key, []).append(clock() - started)
         print(f"  round {round_ + 1}/{args.rounds}, load average {os.getloadavg()[0]:.2f}", flush=True)
 
     baseline = median(times["FLOAT32", "float32"])

@@ -7,7 +7,7 @@ packer (tt_metal/impl/data_format/blockfloat_common.cpp): zeros and denormals be
 is shifted down to the shared exponent with a truncating shift, then rounded to nearest-even to 7 bits and
 saturated at 127 (the exponent is never bumped); a zero magnitude never keeps its sign (no 0x80 byte).
 
-    quantize(t)            values rounded through the format, same shape, float32 (simulation, any device)
+    quantize(t, dtype)     values rounded through the format, same shape, float32 or bfloat16 (simulation)
     pack(t)                ttnn's host byte order: per 32x32 tile, 64 exponent bytes then 1024 data bytes
     unpack(packed, shape)  the inverse of pack, bfloat16 (which holds every BFLOAT8_B value exactly)
 
@@ -38,6 +38,8 @@ MANTISSA_MAX = 127
 _EXPONENT_FIELD = 0x7F800000
 _DENORMAL_SAFE_BITS = 24 << 23
 _SMALLEST_NORMAL = 2.0**-126
+# bfloat16 bits of 2^-119, the smallest group maximum (E = 8) `_quantize_bfloat16` encodes by itself.
+_SMALL_GROUP_BFLOAT16_BITS = 8 << 7
 # (integer view, mask without the sign bit, shift that puts the exponent where float32 has it) per float type.
 _BITS = {torch.float32: (torch.int32, 0x7FFFFFFF, 0), torch.bfloat16: (torch.int16, 0x7FFF, 16)}
 
@@ -77,8 +79,30 @@ def _float_input(t: torch.Tensor) -> torch.Tensor:
     return x if x.dtype in _BITS else x.float()
 
 
-def quantize(t: torch.Tensor) -> torch.Tensor:
-    """Values rounded through BFLOAT8_B, as a device would hold them: same shape, float32, same device.
+def _quantize_bfloat16(groups: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
+    """`quantize` of [..., 16] bfloat16 groups in four passes, or None where a group needs `_encode`.
+
+    A bfloat16 value is m8 * 2^(e - 134) with an 8-bit m8, so the 24-bit mantissa's low 16 bits are zero and
+    the truncating shift by d = E - e loses nothing until d > 16, where the value is under 2^-10 steps and
+    rounds to 0 either way: the encoding is round-half-even(x * 2^(133 - E)), saturated. A denormal under a
+    group exponent E >= 8 scales below half a step and flushes by itself; groups with 0 < E < 8 (values
+    under 2^-119) are left to the general path.
+    """
+    largest = torch.bitwise_and(groups.view(torch.int16), 0x7FFF).amax(dim=-1, keepdim=True).to(torch.int32)
+    if bool(largest.sub(1).bitwise_and_(0x7FFFFFFF).lt_(_SMALL_GROUP_BFLOAT16_BITS - 1).any()):  # 0 < max < 2^-119
+        return None
+    shared = (largest << 16).bitwise_and_(_EXPONENT_FIELD)
+    # 2^(133 - E) is exponent field 260 - E; all-zero groups (E = 0) take 2^127 instead, harmlessly.
+    factor = ((260 << 23) - shared).clamp_(max=254 << 23).view(torch.float32)
+    # In place on one float32 copy: mixed-dtype and allocating kernels cost about twice as much on CPU.
+    values = groups.float()
+    values.mul_(factor).round_().clamp_(-MANTISSA_MAX, MANTISSA_MAX).mul_(_scale(shared))
+    return values.to(dtype)
+
+
+def quantize(t: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Values rounded through BFLOAT8_B, as a device would hold them: same shape and device, in `dtype`
+    (float32 or bfloat16, both of which hold every BFLOAT8_B value exactly).
 
     Groups are 16 consecutive values along the last axis (a face row), so only the last axis needs padding
     (with zeros, as ttnn pads) and rows never interact. Groups holding inf/nan come back as nan.
@@ -88,8 +112,12 @@ def quantize(t: torch.Tensor) -> torch.Tensor:
     width = shape[-1] if x.dim() else 1
     pad = -width % GROUP
     x = F.pad(x.reshape(-1, width), (0, pad)) if pad else x.reshape(-1, width)
-    shared, magnitudes = _encode(x.reshape(x.shape[0], -1, GROUP))
-    out = magnitudes.mul_(_scale(shared)).reshape(x.shape)
+    groups = x.reshape(x.shape[0], -1, GROUP)
+    out = _quantize_bfloat16(groups, dtype) if x.dtype == torch.bfloat16 else None
+    if out is None:
+        shared, magnitudes = _encode(groups)
+        out = magnitudes.mul_(_scale(shared)).to(dtype)
+    out = out.reshape(x.shape)
     return (out[:, :width] if pad else out).reshape(shape)
 
 

@@ -129,6 +129,29 @@ def test_random_groups_match_the_recipe(values, face, row):
     assert torch.equal(bfp8.quantize(torch.tensor(values)), expected)
 
 
+# bfloat16 inputs take their own shorter encoding (`bfp8._quantize_bfloat16`): any finite bfloat16 bit pattern
+# under 2^127, so tiny groups (E < 8, left to the general path), denormals, ties and saturation all occur.
+bfloat16_bits = st.integers(0, 0x7EFF).map(lambda b: struct.unpack("<f", struct.pack("<I", b << 16))[0])
+bfloat16_value = st.one_of(bfloat16_bits, bfloat16_bits.map(lambda v: -v), st.sampled_from([1.9921875, 1.0, 1.5]))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(bfloat16_value, min_size=16, max_size=16), st.sampled_from([torch.float32, torch.bfloat16]))
+def test_bfloat16_groups_match_the_recipe(values, dtype):
+    """Groups of bfloat16 values encode like the recipe, returned in either dtype, also inside a large tensor."""
+    expected = torch.tensor(reference_group(values)[2])
+    assert torch.equal(bfp8.quantize(torch.tensor(values).bfloat16(), dtype).float(), expected)
+    many = torch.tensor(values).bfloat16().repeat(40, 8)  # a long tensor, where one tiny group switches paths
+    assert torch.equal(bfp8.quantize(many, dtype).float(), expected.repeat(40, 8))
+
+
+def test_bfloat16_ties_and_saturation():
+    """Exact half steps round to even; a largest mantissa of all ones (1.9921875 = 127.5 steps) saturates."""
+    values = group(1.9921875, 0.5 * STEP, 1.5 * STEP, 2.5 * STEP, -2.5 * STEP).bfloat16()
+    expected = group(127 * STEP, 0.0, 2 * STEP, 2 * STEP, -2 * STEP)
+    assert torch.equal(bfp8.quantize(values), expected)
+
+
 @pytest.mark.parametrize("shape", [(3, 5, 20), (7,), (2, 33, 50), (1, 1, 16)])
 def test_quantize_any_shape_pads_with_zeros(shape):
     """Groups are 16 consecutive values of the last axis; a short last group is padded with zeros."""

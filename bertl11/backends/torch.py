@@ -32,15 +32,16 @@ CALIBRATION_SEED = 11
 CALIBRATION_LENGTH = 128
 
 
-def round_to(t: torch.Tensor, dtype: str) -> torch.Tensor:
-    """Round a tensor through a storage dtype, keeping its torch dtype."""
+def round_to(t: torch.Tensor, dtype: str, held: torch.dtype | None = None) -> torch.Tensor:
+    """Round a tensor through a storage dtype, held in torch dtype `held` (by default its own)."""
+    held = held or t.dtype
     if dtype == BFLOAT8_B:
         from .. import bfp8
 
-        return bfp8.quantize(t).to(t.dtype)
+        return bfp8.quantize(t, held)
     if dtype == BFLOAT16 and t.dtype != torch.bfloat16:
-        return t.to(torch.bfloat16).to(t.dtype)
-    return t
+        return t.to(torch.bfloat16).to(held)
+    return t.to(held)
 
 
 def gemm_dtype(run_config: RunConfig, device: torch.device) -> tuple[torch.dtype, str]:
@@ -55,7 +56,7 @@ def gemm_dtype(run_config: RunConfig, device: torch.device) -> tuple[torch.dtype
 
 
 class TorchOps(Backend):
-    """`Backend` for torch tensors. Activations are [B, S, H] in the compute dtype."""
+    """`Backend` for torch tensors. Activations are [B, S, H], computed in `dtype`, held in `held_dtype`."""
 
     def __init__(self, shape: BertShape, run_config: RunConfig, device: str | torch.device = "cpu"):
         self.shape = shape
@@ -64,8 +65,11 @@ class TorchOps(Backend):
         self.dtype = TORCH_DTYPES[run_config.compute_dtype]
         # Where bfloat16 GEMMs are not native, they run in float32 on the bfloat16 operands: a bfloat16 x
         # bfloat16 product is exact in float32 and the sums accumulate in float32 either way, so only the
-        # summation order differs. Everything else stays in bfloat16 (elementwise kernels are fast anywhere).
+        # summation order differs. Everything else still computes in bfloat16 (elementwise kernels are fast
+        # anywhere, and their roundings matter), but op outputs are held in the GEMM dtype: every stored
+        # value is exact in it, and most outputs feed only GEMMs, which then need no conversion.
         self.gemm_dtype, self.gemm_reason = gemm_dtype(run_config, self.device)
+        self.held_dtype = self.gemm_dtype
         self.gelu_approximate = "none" if shape.hidden_act == "gelu" else "tanh"
 
     def prepare(self, flat: dict[str, torch.Tensor]):
@@ -96,7 +100,7 @@ class TorchOps(Backend):
 
     def _hold(self, tensor: str, t: torch.Tensor) -> torch.Tensor:
         """A named tensor (`ops.TENSORS`) as the device would hold it (e.g. BFLOAT8_B activations)."""
-        return round_to(t, self.run_config.dtype_of(tensor))
+        return round_to(t, self.run_config.dtype_of(tensor), self.held_dtype)
 
     def _store(self, op: str, t: torch.Tensor) -> torch.Tensor:
         """An op's output as the device would hold it."""
@@ -132,7 +136,9 @@ class TorchOps(Backend):
         return self._store("q_kt", self._matmul(q, k_t))
 
     def softmax(self, scores, mask, scale):
-        return self._store("softmax", torch.softmax(scores * scale + mask, dim=-1))
+        scaled = scores.to(self.dtype) * scale
+        masked = scaled + mask.to(self.dtype)
+        return self._store("softmax", torch.softmax(masked, dim=-1))
 
     def attention_v(self, probs, v):
         return self._store("attention_v", self._matmul(probs, v))
@@ -144,9 +150,9 @@ class TorchOps(Backend):
     def self_output(self, x, p):
         return self._store("self_output", self._linear(x, p))
 
-    @staticmethod
-    def _add_layernorm(x, residual, p, eps):
-        return F.layer_norm(x + residual, (x.shape[-1],), p.weight, p.bias, eps)
+    def _add_layernorm(self, x, residual, p, eps):
+        total = x.to(self.dtype) + residual.to(self.dtype)
+        return F.layer_norm(total, (x.shape[-1],), p.weight, p.bias, eps)
 
     def attention_add_layernorm(self, x, residual, p, eps):
         return self._store("attention_add_layernorm", self._add_layernorm(x, residual, p, eps))
@@ -299,7 +305,7 @@ class FastTorchOps(TorchOps):
             self.int8 = machine.probe().int8_kernel()
         if self.int8.kernel != "none":
             self.gemm_dtype = torch.float32
-        self.dtype = self.gemm_dtype  # no per-op rounding here: everything in the GEMM dtype
+        self.dtype = self.held_dtype = self.gemm_dtype  # no per-op rounding here: everything in the GEMM dtype
 
     def prepare(self, flat: dict[str, torch.Tensor]):
         if self.int8.kernel == "none":
