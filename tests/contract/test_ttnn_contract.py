@@ -27,7 +27,7 @@ from bertl11.backends import ttnn as backend
 from bertl11.config import RUN_CONFIGS
 from bertl11.devices import DEVICES
 from bertl11.plan import make_plan
-from tt_env import tt_environment
+from tt_env import tt_environment, tt_python  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.ttnn
 

@@ -14,7 +14,8 @@ import types
 import pytest
 
 from bertl11.config import TT_CONFIGS, get_run_config
-from tt_env import HERE, SUMMARY, tt_environment
+from conftest import SUMMARY_PROPERTY
+from tt_env import HERE, tt_environment, tt_python  # noqa: F401 (a fixture)
 from ttnn_standin import StandinTtnn, distinct_calls, model_shape, record_forward
 
 pytestmark = pytest.mark.ttnn
@@ -74,7 +75,7 @@ def test_every_recorded_call_is_accepted_by_ttnn(tt_python, tmp_path, record_pro
     bad = rejected(report)
     line = (f"ttnn replay: {report['recorded']} calls replayed against ttnn {report['ttnn']}, {report['distinct']} distinct, "
             f"{len(bad)} rejected")
-    record_property(SUMMARY, line)
+    record_property(SUMMARY_PROPERTY, line)
     print(line)
     assert not bad, "\n".join(bad[:20])
     assert report["recorded"] >= 200 and report["distinct"] >= 200
