@@ -107,14 +107,16 @@ class DemoResult:
 
 
 def run_demo(inputs: list[QAInput], model_name: str, config: str, device: str, batch: int, card: str | None = None,
-             warnings: list[str] | None = None, cache_dir: Path | None = None, fast: bool = False) -> DemoResult:
+             warnings: list[str] | None = None, cache_dir: Path | None = None, fast: bool = False, trace: bool = False,
+             mesh: tuple[int, int] = (1, 1)) -> DemoResult:
     from .runtime import QAModel
     from .squad.pipeline import run_pipeline
     from .squad.postprocess import SpanSearch
 
-    with QAModel.load(model_name, config=config, device=device, cache_dir=cache_dir, fast=fast) as model:
+    chips = mesh[0] * mesh[1]
+    with QAModel.load(model_name, config=config, device=device, cache_dir=cache_dir, fast=fast, trace=trace, mesh=mesh) as model:
         opened = model.ops.card  # the card ttnn opened, when no --card was given
-        check_batch(batch, device, card or (opened.name if opened is not None else None))
+        check_batch(batch // chips, device, card or (opened.name if opened is not None else None))  # per chip
         # Two passes: the first includes any compile / program-cache fill, the second is the cached run.
         run = run_pipeline(model, [item.question for item in inputs], [item.context for item in inputs], batch_size=batch,
                            search=SpanSearch(handle_impossible_answer=True), model_runs=2)
@@ -161,7 +163,7 @@ def add_arguments(parser) -> None:
 
     parser.add_argument("--input", type=Path, default=PACKAGED_INPUT, help="JSON list of exactly BATCH {context, question} objects")
     options.add_model_options(parser, batch=DEFAULT_BATCH, fast=False, model=None, batch_help="inputs per batch",
-                              model_help=f"{DEFAULT_MODEL} if available, else {OFFLINE_DEFAULT}")
+                              model_help=f"{DEFAULT_MODEL} if available, else {OFFLINE_DEFAULT}", trace=True)
     options.add_card_option(parser, None, "with --device tt: the card, for its batch limits (default: the card ttnn opens)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
 
@@ -169,7 +171,8 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from .config import get_run_config
 
-    check_batch(args.batch, args.device, args.card)
+    trace, mesh = options.tt_settings(args)
+    check_batch(args.batch // (mesh[0] * mesh[1]), args.device, args.card)
     inputs, warnings = read_inputs(args.input, args.batch)
     get_run_config(args.config)
     model_name, fallback = choose_model(args.model)
@@ -178,7 +181,8 @@ def run(args) -> int:
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     options.apply_threads(args)
-    result = run_demo(inputs, model_name, args.config, args.device, args.batch, args.card, warnings, args.cache_dir, args.fast)
+    result = run_demo(inputs, model_name, args.config, args.device, args.batch, args.card, warnings, args.cache_dir, args.fast,
+                      trace, mesh)
     if args.json:
         print(json.dumps({**asdict(result), "throughput": result.throughput}, indent=2))
     else:

@@ -107,12 +107,21 @@ def get_device(name: str) -> Device:
 
 
 def device_for_arch(arch: str, grid: tuple[int, int]) -> Device:
-    """The device entry for a card ttnn opened: its architecture name and reported compute grid."""
+    """The device entry for a card ttnn opened: its architecture name and reported compute grid. A grid no
+    entry has (a harvested chip, another dispatch mode) gets an entry of its own, built from the architecture's
+    first entry with the reported grid; the plan then derives every program config for that grid."""
     arch = arch.lower()
+    grid = tuple(grid)
     matches = [d for d in DEVICES.values() if d.arch == arch]
     for device in matches:
-        if device.grid == tuple(grid):
+        if device.grid == grid:
             return device
-    if matches:
-        return matches[0]
-    raise UserError(f"ttnn opened a {arch} chip; bertl11 knows {', '.join(sorted({d.arch for d in DEVICES.values()}))}")
+    if not matches:
+        raise UserError(f"ttnn opened a {arch} chip; bertl11 knows {', '.join(sorted({d.arch for d in DEVICES.values()}))}")
+    base = matches[0]
+    x, y = grid
+    if x < 1 or y < 1:
+        raise UserError(f"ttnn reports a {x}x{y} compute grid for the {base.arch} chip; there are no cores to run on")
+    # One grid line of cores per sequence: at most the longer side's batch (the plan refuses what does not fit).
+    return replace(base, title=f"{base.title.split(' (')[0]} ({x}x{y} grid)", grid=grid,
+                   batch_range=(min(base.batch_range[0], max(x, y)), max(x, y)))

@@ -15,10 +15,11 @@ from .errors import UserError
 
 
 @contextmanager
-def atomic_path(path: str | Path):
-    """A temporary path beside `path` to write to; it replaces `path` only if the block succeeds."""
+def atomic_path(path: str | Path, suffix: str = ".tmp"):
+    """A temporary path beside `path` to write to; it replaces `path` only if the block succeeds. `suffix`
+    ends the temporary name, for writers that insist on an extension (ttnn.dump_tensor wants .tensorbin)."""
     path = Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     os.close(handle)
     os.chmod(temporary, 0o644)  # mkstemp makes it private; these are ordinary files
     try:

@@ -134,6 +134,13 @@ class Backend(Protocol):
     def close(self) -> None:
         """Give the device back."""
 
+    def forward(self, params, input_ids: Tensor, token_type_ids: Tensor, attention_mask: Tensor, shape) -> tuple[Tensor, Tensor]:
+        """The whole model on one batch: `model.bert_qa` op by op; a backend that replays a captured graph
+        (ttnn's traces) overrides it."""
+        from .model import bert_qa
+
+        return bert_qa(self, params, input_ids, token_type_ids, attention_mask, shape)
+
     def embeddings(self, input_ids: Tensor, token_type_ids: Tensor, p) -> Tensor:
         """word + token type + position embeddings, then layernorm: ids [B, S] -> [B, S, H]."""
         raise NotImplementedError

@@ -4,6 +4,7 @@
     --device --batch --threads        where and how many (`add_model_options` adds these and the above)
     --fast / --simulate               the torch backend's speed path or its per-op simulation of the config
     --card                            a Tenstorrent card, for its grid and batch limits
+    --mesh --trace / --no-trace       --device tt: data parallel over a mesh of chips; the traced, 2-queue forward
     --data                            SQuAD v2 questions
     --rank-timeout                    under torchrun, how long ranks wait on each other (`distributed.Job`)
 
@@ -66,9 +67,42 @@ def add_card_option(parser: argparse.ArgumentParser, default: str | None, help_t
     parser.add_argument("--card", default=default, choices=list(CARDS), help=help_text)
 
 
+def mesh_shape(text: str) -> tuple[int, int]:
+    """An argparse type: "RxC" chips (1x2: an n300's two chips, 2x4: a T3000), else a one-line `UserError`."""
+    rows, x, cols = text.lower().partition("x")
+    if not (x and rows.isdigit() and cols.isdigit() and int(rows) >= 1 and int(cols) >= 1):
+        raise UserError(f"--mesh {text!r}: give rows x columns of chips, e.g. 1x2 (n300) or 2x4 (T3000)")
+    return int(rows), int(cols)
+
+
+def add_tt_options(parser: argparse.ArgumentParser, *, trace: bool | None) -> None:
+    """--mesh and, unless `trace` is None, --trace/--no-trace with `trace` the command's default on tt."""
+    parser.add_argument("--mesh", type=mesh_shape, default=None, metavar="RxC",
+                        help="--device tt: run data parallel on RxC chips (1x2: n300, 2x4: T3000); --batch is split over them")
+    if trace is None:
+        return
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--trace", dest="trace", action="store_true", default=None,
+                       help="--device tt: capture the forward once and replay it, inputs uploaded on a second command queue"
+                            + (" (the default)" if trace else ""))
+    group.add_argument("--no-trace", dest="trace", action="store_false", help="--device tt: run the forward op by op")
+    parser.set_defaults(trace_default=trace)
+
+
+def tt_settings(args: argparse.Namespace) -> tuple[bool, tuple[int, int]]:
+    """(trace, mesh) for the model options: the command's defaults on tt; asking for either elsewhere is refused."""
+    trace, mesh = getattr(args, "trace", None), getattr(args, "mesh", None)
+    if args.device != "tt":
+        if trace or mesh:
+            raise UserError(f"{'--trace' if trace else '--mesh'} applies to --device tt, not --device {args.device}")
+        return False, (1, 1)
+    return (trace if trace is not None else getattr(args, "trace_default", False)), mesh or (1, 1)
+
+
 def add_model_options(parser: argparse.ArgumentParser, *, batch: int, fast: bool, model: str | None = DEFAULT_MODEL,
-                      model_help: str | None = None, batch_help: str = "sequences per model call") -> None:
-    """The weight options plus --device, --batch, --threads and --fast/--simulate (`fast`: the default)."""
+                      model_help: str | None = None, batch_help: str = "sequences per model call", trace: bool | None = None) -> None:
+    """The weight options plus --device, --batch, --threads, --fast/--simulate (`fast`: the default) and the
+    Tenstorrent options (`add_tt_options`; `trace` None: the command has no traced path)."""
     from .runtime import DEVICES
 
     add_weight_options(parser, model=model, model_help=model_help)
@@ -82,6 +116,7 @@ def add_model_options(parser: argparse.ArgumentParser, *, batch: int, fast: bool
     path.add_argument("--simulate", dest="fast", action="store_false",
                       help="torch backend: the per-op simulation of the config's storage dtypes (what parity tests check)"
                            + ("" if fast else " (the default)"))
+    add_tt_options(parser, trace=trace)
 
 
 def add_data_option(parser: argparse.ArgumentParser) -> None:
@@ -113,4 +148,5 @@ def load_model(args: argparse.Namespace, model: str | None = None):
     from .runtime import QAModel
 
     apply_threads(args)
-    return QAModel.load(model or args.model, args.config, args.device, cache_dir=args.cache_dir, fast=args.fast)
+    trace, mesh = tt_settings(args)
+    return QAModel.load(model or args.model, args.config, args.device, cache_dir=args.cache_dir, fast=args.fast, trace=trace, mesh=mesh)

@@ -59,16 +59,17 @@ def paired_speedup(ours: Timing, reference: Timing) -> float:
     return median(r / o for o, r in zip(ours.cached, reference.cached))
 
 
-def add_model_arguments(parser, *, default_iterations: int = DEFAULT_ITERATIONS) -> None:
-    """The options `perf` and `profile` share: the model options (fast path by default) and the input's shape."""
-    options.add_model_options(parser, batch=1, fast=True, batch_help="sequences per inference")
+def add_model_arguments(parser, *, default_iterations: int = DEFAULT_ITERATIONS, trace: bool | None = None) -> None:
+    """The options `perf` and `profile` share: the model options (fast path by default) and the input's shape.
+    `trace`: perf offers --trace (off by default: the first run then shows the op-by-op path); profile times ops."""
+    options.add_model_options(parser, batch=1, fast=True, batch_help="sequences per inference", trace=trace)
     parser.add_argument("--seq", type=options.count("--seq", 2), default=384, help="sequence length (default %(default)s)")
     parser.add_argument("--iterations", type=options.count("--iterations"), default=default_iterations,
                         help="cached runs to time after the first (default %(default)s)")
 
 
 def add_arguments(parser) -> None:
-    add_model_arguments(parser)
+    add_model_arguments(parser, trace=False)
     parser.add_argument("--compare", choices=("hf",), default=None,
                         help="also time HF transformers BertForQuestionAnswering on the same inputs, in float32 "
                              "and (where native) bfloat16; the faster is the yardstick")

@@ -15,7 +15,6 @@ import torch
 from .cache import load_or_convert
 from .config import DEFAULT_RUN_CONFIG, RunConfig, get_run_config
 from .errors import UserError
-from .model import bert_qa
 from .ops import Backend
 from .sources import ModelSource, resolve_model
 
@@ -51,14 +50,17 @@ class QAModel:
         device: str = "cpu",
         cache_dir: str | Path | None = None,
         fast: bool = False,
+        trace: bool = False,
+        mesh: tuple[int, int] = (1, 1),
     ) -> "QAModel":
         """Weights come from the on-disk cache (`bertl11.cache`; cache_dir defaults to $BERTL11_CACHE or
         ~/.cache/bertl11): a hit never reads the source's weights, a miss converts them and writes the cache.
         `fast`: on cpu/cuda, the torch backend's speed path (`backends.torch.FastTorchOps`) instead of the
-        per-op simulation of the config's numerics."""
+        per-op simulation of the config's numerics. `trace`, `mesh`: on tt, the traced 2-queue forward and the
+        chips it runs data parallel on (`backends.ttnn.TtnnOps`)."""
         source = model if isinstance(model, ModelSource) else resolve_model(model)
         run_config = get_run_config(config)
-        ops = make_ops(source, run_config, device, fast, cache_dir)
+        ops = make_ops(source, run_config, device, fast, cache_dir, trace, mesh)
         started = time.perf_counter()
         flat, outcome = load_or_convert(source, run_config, cache_dir)
         params = ops.prepare(flat)
@@ -87,8 +89,7 @@ class QAModel:
     def __call__(self, input_ids, token_type_ids, attention_mask):
         """Start and end logits as float32 CPU tensors [B, S]."""
         device = self.ops.device
-        start, end = bert_qa(
-            self.ops,
+        start, end = self.ops.forward(
             self.params,
             input_ids.to(device),
             token_type_ids.to(device),
@@ -99,7 +100,7 @@ class QAModel:
 
 
 def make_ops(source: ModelSource, run_config: RunConfig, device: str, fast: bool = False,
-             cache_dir: str | Path | None = None) -> Backend:
+             cache_dir: str | Path | None = None, trace: bool = False, mesh: tuple[int, int] = (1, 1)) -> Backend:
     if device not in DEVICES:
         raise UserError(f"unknown device {device!r}; choose one of: {', '.join(DEVICES)}")
     if device == "tt":
@@ -107,7 +108,7 @@ def make_ops(source: ModelSource, run_config: RunConfig, device: str, fast: bool
         from .cache import MANIFEST, cache_directory, ttnn_cache_directory
 
         return TtnnOps(source.shape, run_config, ttnn_cache_directory(cache_dir, source, run_config),
-                       cache_directory(cache_dir, source, run_config) / MANIFEST)
+                       cache_directory(cache_dir, source, run_config) / MANIFEST, trace=trace, mesh=mesh)
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is visible to torch")
     from .backends.torch import FastTorchOps, TorchOps

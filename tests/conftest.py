@@ -23,6 +23,19 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
+# A test that wants one line shown at the end of the run (CI's log) records it as this user property
+# (`record_property`); pytest-xdist forwards properties to the controller, which prints them.
+SUMMARY_PROPERTY = "summary_line"
+
+
+def pytest_terminal_summary(terminalreporter):
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            for name, value in getattr(report, "user_properties", ()):
+                if name == SUMMARY_PROPERTY and getattr(report, "when", "call") == "call":
+                    terminalreporter.write_line(value)
+
+
 @pytest.fixture(scope="session")
 def squad_pairs():
     """(question, context) pairs from SQuAD v2 dev, of varied lengths, answerable and not."""

@@ -28,3 +28,19 @@ def test_declared_range_is_what_the_grid_admits(name):
 def test_unknown_device_is_a_user_error():
     with pytest.raises(UserError, match="choose one of"):
         get_device("e300")
+
+
+def test_a_grid_no_entry_has_gets_its_own_entry():
+    """A chip reporting another grid (harvested, other dispatch) is planned on that grid, not on the first
+    entry of its architecture."""
+    from bertl11.devices import device_for_arch
+
+    assert device_for_arch("wormhole_b0", (8, 7)) is DEVICES["n300"]
+    odd = device_for_arch("wormhole_b0", (7, 7))
+    assert odd.grid == (7, 7) and odd.arch == "wormhole_b0" and "7x7" in odd.title
+    plan = make_plan(odd, 7, "BFLOAT8_B-L1")  # 7 columns hold 4 groups of 4 heads: not the sharded split's 2
+    assert plan.grid[0] <= 7 and plan.grid[1] <= 7
+    with pytest.raises(PlanError, match="compute grid is 7x7"):
+        make_plan(odd, 8)
+    with pytest.raises(UserError, match="no cores"):
+        device_for_arch("blackhole", (0, 10))

@@ -6,7 +6,8 @@ import pytest
 
 from bertl11.cli import main
 from bertl11.devices import DEVICES
-from bertl11.plan import MULTICAST, REUSE, PlanError, make_plan, out_subblock, problems
+from bertl11.config import TT_CONFIGS
+from bertl11.plan import MULTICAST, REUSE, EncoderShape, PlanError, make_plan, out_subblock, problems
 
 # The seed's tt/model_config.py, BFLOAT8_B-SHARDED at batch 12 (docs/sources.md section 1):
 # op -> (program kind, in0_block_w, out_subblock_h, out_subblock_w, per_core_M, per_core_N)
@@ -92,3 +93,54 @@ def test_cli_prints_the_table_and_refuses_with_exit_2(capsys):
     assert main(["plan", "--card", "e150", "--batch", "13"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("bertl11 plan: error:") and err.count("\n") == 1
+
+
+def _with_program(plan, op, **changes):
+    return replace(plan, ops={**plan.ops, op: replace(plan.ops[op], program=replace(plan.ops[op].program, **changes))})
+
+
+# Each rule ttnn's device operations apply (plan._op_problems), with a config that breaks it. Plans are the seed's
+# BFLOAT8_B-SHARDED on an n150 at batch 8 (ROW_MAJOR) unless the rule needs another.
+@pytest.mark.parametrize(
+    "op, changes, reason",
+    [
+        ("qkv", {"per_core_M": 6}, "per_core_M 6 must equal the input shard height 12 tiles"),
+        ("ff2", {"in0_block_w": 3}, "input shard width 16 tiles must be a multiple of in0_block_w 3"),
+        ("self_output", {"transpose_mcast": True}, "transpose_mcast=True needs a COL_MAJOR"),
+        ("q_kt", {"per_core_N": 6}, "per_core_N 6 must equal N = 12 tiles"),
+        ("attention_v", {"per_core_M": 5}, "per_core_M 5 must divide, or be a multiple of, M = 12"),
+        ("q_kt", {"in0_block_w": 1}, "shard width = K = in0_block_w"),
+        ("softmax", {"block_w": 6}, "the shard width must be the whole key row"),
+        ("softmax", {"block_h": 12}, "shards of 12x12 tiles must be one per core"),
+        ("attention_add_layernorm", {"block_w": 8}, "block_w 8 must be 32 hidden tiles / 8 cores"),
+        ("ffn_add_layernorm", {"block_h": 6}, "block_h 6 must be 96 row tiles / 8 cores"),
+    ],
+)
+def test_each_ported_ttnn_rule_refuses_a_config_that_breaks_it(op, changes, reason):
+    plan = make_plan("n150", 8, "BFLOAT8_B-SHARDED")
+    assert not problems(plan)
+    found = problems(_with_program(plan, op, **changes))
+    assert any(reason in p for p in found), found
+    assert all(".cpp" in p for p in found if reason in p)  # each names the tt-metal source it was ported from
+
+
+def test_softmax_mask_shape_rules():
+    plan = make_plan("n150", 8, "BFLOAT8_B-SHARDED")
+    assert plan.mask_shape == (8, 1, 12, 32)
+    assert any("mask's batch 4 must equal" in p for p in problems(replace(plan, mask_shape=(4, 1, 12, 32))))
+    assert any("row-major mask must be [B, 1, S/32, 32]" in p for p in problems(replace(plan, mask_shape=(8, 1, 1, 384))))
+    assert make_plan("n150", 8, "BFLOAT8_B-L1").mask_shape == (8, 1, 1, 384)  # the default program broadcasts a tiled row
+
+
+def test_sharded_split_needs_two_heads_per_core():
+    tiny = EncoderShape(seq=384, hidden=128, heads=2, intermediate=512)
+    with pytest.raises(PlanError, match="moves 2 heads per core; 2 heads over 2 groups put 1 on each"):
+        make_plan("n150", 8, "BFLOAT8_B-SHARDED", tiny)
+    assert make_plan("n150", 8, "BFLOAT8_B-L1", tiny).groups  # interleaved configs do not use that program
+
+
+def test_every_declared_plan_passes_the_ported_rules():
+    for device in DEVICES.values():
+        for batch in device.batches():
+            for config in TT_CONFIGS:
+                make_plan(device, batch, config)

@@ -37,7 +37,7 @@ OUT_LOCK = ".squad.lock"  # in --out, held by the run writing there
 
 
 def add_arguments(parser) -> None:
-    options.add_model_options(parser, batch=8, fast=False)
+    options.add_model_options(parser, batch=8, fast=False, trace=True)
     options.add_data_option(parser)
     parser.add_argument("--split", default="all", choices=SPLITS, help=SPLIT_HELP)
     parser.add_argument("--limit", type=options.count("--limit"), help="only the first N questions (of the split)")

@@ -40,6 +40,6 @@ def test_grayskull_is_refused_before_opening():
     def must_not_open(**kwargs):
         raise AssertionError("opened a Grayskull")
 
-    fake = SimpleNamespace(GetNumAvailableDevices=lambda: 1, get_arch_name=lambda: "grayskull", open_device=must_not_open)
+    fake = SimpleNamespace(GetNumAvailableDevices=lambda: 1, get_arch_name=lambda: "grayskull", open_mesh_device=must_not_open)
     with pytest.raises(UserError, match="Grayskull.*v0.55"):
         open_tt_device(fake)

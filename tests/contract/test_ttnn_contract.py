@@ -15,7 +15,6 @@ kernels, L1 allocation), open_device itself, program-cache behaviour, ttnn.to_de
 
 import ast
 import json
-import os
 import subprocess
 from pathlib import Path
 
@@ -28,34 +27,21 @@ from bertl11.backends import ttnn as backend
 from bertl11.config import RUN_CONFIGS
 from bertl11.devices import DEVICES
 from bertl11.plan import make_plan
+from tt_env import tt_environment, tt_python  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.ttnn
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 BACKEND = REPO / "bertl11" / "backends" / "ttnn.py"
-TT_PYTHON = Path(os.environ.get("BERTL11_TT_PYTHON", REPO / ".venv-tt" / "bin" / "python"))
-MOCK_CLUSTER = HERE / "mock_cluster" / "wormhole_N150.yaml"
 # Methods the backend calls on objects ttnn returns (a device, a tensor): checked on their classes.
 OBJECT_METHODS = [("MeshDevice", "compute_with_storage_grid_size"), ("MeshDevice", "enable_program_cache"),
                   ("Tensor", "deallocate"), ("Tensor", "padded_shape")]
 
 
-@pytest.fixture(scope="module")
-def tt_python():
-    if not TT_PYTHON.exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"the contract environment {TT_PYTHON} is missing (make .venv-tt/.installed)")
-        pytest.skip(f"no ttnn contract environment at {TT_PYTHON} (make .venv-tt/.installed builds it)")
-    return TT_PYTHON
-
-
 def probe(tt_python, *args, stdin=None, mock=True):
-    env = {k: v for k, v in os.environ.items() if k != "TT_METAL_MOCK_CLUSTER_DESC_PATH"}
-    if mock:
-        env["TT_METAL_MOCK_CLUSTER_DESC_PATH"] = str(MOCK_CLUSTER)
     done = subprocess.run([str(tt_python), str(HERE / "ttnn_probe.py"), *args], input=stdin, capture_output=True,
-                          text=True, env=env, timeout=300)
+                          text=True, env=tt_environment(mock), timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
 
 
@@ -131,8 +117,9 @@ def test_backend_uses_only_what_ttnn_has(tt_python, tmp_path):
 
 def test_a_misspelling_fails_the_contract(tt_python, tmp_path):
     source = BACKEND.read_text()
-    assert "ttnn.layer_norm(" in source and "residual_input_tensor=" in source
-    broken = source.replace("ttnn.layer_norm(", "ttnn.layer_nrom(", 1).replace("residual_input_tensor=", "residual_tensor=", 1)
+    assert "ttnn.layer_norm(" in source and "residual_input_tensor=x" in source
+    # The first layer_norm (the embeddings') loses its name; the add+layernorm's keyword is misspelt.
+    broken = source.replace("ttnn.layer_norm(", "ttnn.layer_nrom(", 1).replace("residual_input_tensor=x", "residual_tensor=x", 1)
     report = check_api(tt_python, tmp_path, broken)
     assert any(m.startswith("ttnn.layer_nrom") for m in report["missing"])
     assert any("residual_tensor=" in b for b in report["bad_keywords"])
@@ -152,7 +139,10 @@ def test_host_formats_match_bfp8(tt_python, tmp_path):
     # bfloat16 tile layout: 32x32 tiles row-major, each four 16x16 faces (docs/sources.md section 2), values as bf16.
     faces = x.to(torch.bfloat16).reshape(2, 2, 16, 3, 2, 16).permute(0, 3, 1, 4, 2, 5)
     assert faces.contiguous().view(torch.int16).numpy().tobytes() == (tmp_path / "bfloat16_tile.bin").read_bytes()
-    assert json.loads((tmp_path / "report.json").read_text())["load_roundtrip"]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["load_roundtrip"]
+    # The cache header's ttnn version (backend.ttnn_version) comes from the package metadata: there is no __version__.
+    assert not report["has_version_attribute"] and report["metadata_version"].startswith("0.81")
 
 
 def test_no_card_fails_as_the_backend_expects(tt_python, tmp_path):

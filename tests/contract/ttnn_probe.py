@@ -8,6 +8,7 @@
 Results go to files: ttnn logs to stdout.
 """
 
+import importlib.metadata
 import importlib.util
 import json
 import re
@@ -160,7 +161,9 @@ def formats(directory):
     loaded = ttnn.load_tensor(str(directory / "bfloat8_b.tensorbin"))
     report = {
         "load_roundtrip": loaded.dtype == ttnn.bfloat8_b and loaded.layout == ttnn.TILE_LAYOUT and list(loaded.shape) == list(x.shape),
-        "ttnn": getattr(ttnn, "__version__", "unknown"),
+        # What the .tensorbin cache header must read the version from (ttnn 0.81 has no __version__).
+        "has_version_attribute": hasattr(ttnn, "__version__"),
+        "metadata_version": importlib.metadata.version("ttnn"),
     }
     (directory / "report.json").write_text(json.dumps(report))
 

@@ -1,0 +1,224 @@
+"""The ttnn backend's calls, recorded by the stand-in (ttnn_standin.py): what a card would be asked to do.
+
+These need torch and bertl11 only; test_ttnn_replay.py replays the same recordings against the real ttnn.
+"""
+
+import importlib.metadata
+import json
+
+import pytest
+import torch
+
+from bertl11.config import TT_CONFIGS, get_run_config
+from bertl11.errors import UserError
+from bertl11.plan import PlanError
+from bertl11.verified import MANIFEST
+from ttnn_standin import StandinTtnn, model_shape, record_forward, recording
+
+LARGE = model_shape("large")
+INTERLEAVED_CONFIGS = [c for c in TT_CONFIGS if get_run_config(c).memory != "SHARDED"]
+
+
+def calls_of(standin, function):
+    return [c for c in standin.calls if c["function"] == function]
+
+
+def test_dumps_go_through_a_tensorbin_temporary(tmp_path):
+    """E1: ttnn.dump_tensor refuses any path not ending in .tensorbin (ttnn/operations/core.py), so the
+    atomic write's temporary must end in it too; the final file replaces it."""
+    standin = StandinTtnn()
+    record_forward(standin, model_shape("tiny"), "BFLOAT8_B-L1", 8, tmp_path, passes=1)
+    dumps = calls_of(standin, "dump_tensor")
+    assert dumps and all(c["args"][0].endswith(".tensorbin") for c in dumps), dumps[0]["args"][0]
+    written = sorted(p.name for p in (tmp_path / "wormhole_b0").iterdir())
+    assert MANIFEST in written and not [n for n in written if n.startswith(".")]  # no temporaries left
+    assert len(written) == len(dumps) + 1
+
+
+@pytest.mark.parametrize("config", INTERLEAVED_CONFIGS)
+def test_interleaved_split_gets_rank_3(config, tmp_path):
+    """E2: ttnn.transformer.split_query_key_value_and_split_heads takes [B, S, 3H] only (rank 3)."""
+    standin = StandinTtnn()
+    record_forward(standin, LARGE, config, 8, tmp_path, passes=1)
+    splits = calls_of(standin, "transformer.split_query_key_value_and_split_heads")
+    assert len(splits) == LARGE.num_layers
+    assert {tuple(c["args"][0]["tensor"]["shape"]) for c in splits} == {(8, 384, 3 * 1024)}
+
+
+def test_sharded_tiny_is_refused_in_one_line(tmp_path):
+    """E3: the sharded split moves two heads per core; a model that puts another number there gets a
+    one-line error before any device work, not a TT_FATAL at layer 0."""
+    standin = StandinTtnn()
+    with pytest.raises(PlanError, match="2 heads per core") as refused:
+        record_forward(standin, model_shape("tiny"), "BFLOAT8_B-SHARDED", 8, tmp_path, passes=1)
+    assert "\n" not in str(refused.value)
+    assert not calls_of(standin, "embedding")  # refused before the forward touched the card
+
+
+def test_cache_header_names_the_installed_ttnn(tmp_path, monkeypatch):
+    """C1: ttnn 0.81 has no __version__; the header reads the package metadata, so an upgrade re-converts."""
+    real_version = importlib.metadata.version
+    installed = {"ttnn": "0.81.1"}
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: installed.get(name) or real_version(name))
+    shape = model_shape("tiny")
+    record_forward(StandinTtnn(), shape, "BFLOAT16-DRAM", 8, tmp_path, passes=1)
+    header = json.loads((tmp_path / "wormhole_b0" / MANIFEST).read_text())["header"]
+    assert header["ttnn"] == "0.81.1"
+    again = StandinTtnn()
+    record_forward(again, shape, "BFLOAT16-DRAM", 8, tmp_path, passes=1)
+    assert calls_of(again, "load_tensor") and not calls_of(again, "dump_tensor")  # same ttnn: the cache is used
+    installed["ttnn"] = "0.82.0"
+    upgraded = StandinTtnn()
+    record_forward(upgraded, shape, "BFLOAT16-DRAM", 8, tmp_path, passes=1)
+    assert calls_of(upgraded, "dump_tensor") and not calls_of(upgraded, "load_tensor")
+
+
+def test_embeddings_add_positions_inside_the_layernorm(tmp_path):
+    """N1: word + token type in one add; the position embedding is the layernorm's residual input."""
+    standin = StandinTtnn()
+    record_forward(standin, model_shape("tiny"), "BFLOAT8_B-L1", 8, tmp_path, passes=1)
+    embedding_calls = [c for c in standin.calls if " embeddings " in c["where"]]
+    assert [c["function"] for c in embedding_calls].count("add") == 1
+    norm = next(c for c in embedding_calls if c["function"] == "layer_norm")
+    assert norm["kwargs"]["residual_input_tensor"]["tensor"]["shape"] == [8, 384, 128]
+
+
+@pytest.mark.parametrize("config", ["BFLOAT8_B-SHARDED", "BFLOAT8_B-L1"])
+def test_a_forward_releases_what_it_allocates(config, tmp_path):
+    """Every device tensor a forward allocates outside the weights is released by the end of the batch:
+    anything left would stay in L1 or DRAM, batch after batch, until an allocation fails on the card."""
+    standin = StandinTtnn()
+    record_forward(standin, LARGE, config, 8, tmp_path, passes=1)
+    leaked = standin.leaked()
+    assert not leaked, [t.buffer["where"] for t in leaked[:5]]
+
+
+def test_unknown_grid_gets_its_own_entry():
+    """R2 at the backend: a card reporting a grid no entry has is planned on that grid."""
+    standin = StandinTtnn("wormhole_b0", (7, 7))
+    with recording(standin):
+        from bertl11.backends.ttnn import open_tt_device
+
+        _, card = open_tt_device(standin)
+    assert card.grid == (7, 7) and "7x7" in card.title
+
+
+def test_unknown_architecture_is_refused():
+    with pytest.raises(UserError, match="ttnn opened a quasar chip"):
+        from bertl11.backends.ttnn import open_tt_device
+
+        open_tt_device(StandinTtnn("quasar", (8, 8)))
+
+
+def steady_state(standin):
+    """The calls after the trace's capture ended: what every later batch costs."""
+    end = max(i for i, c in enumerate(standin.calls) if c["function"] == "end_trace_capture")
+    return standin.calls[end + 1:]
+
+
+def test_trace_captures_once_and_executes_per_batch(tmp_path):
+    standin = StandinTtnn()
+    ops, (start, end) = record_forward(standin, LARGE, "BFLOAT8_B-SHARDED", 8, tmp_path, passes=1, batches=3, trace=True)
+    functions = standin.functions()
+    assert functions.count("begin_trace_capture") == functions.count("end_trace_capture") == 1
+    executes = calls_of(standin, "execute_trace")
+    assert len(executes) == 3 and all(c["kwargs"] == {"cq_id": 0, "blocking": False} for c in executes)
+    opened = calls_of(standin, "open_mesh_device")[0]["kwargs"]
+    assert opened["num_command_queues"] == 2 and opened["trace_region_size"] > 0
+    assert start.shape == end.shape == (8, 384)
+    # Inside the capture: no host transfer, no compile-time lookups of the inputs (they sit in device buffers).
+    begin = functions.index("begin_trace_capture")
+    captured = standin.calls[begin + 1:functions.index("end_trace_capture")]
+    assert not {"from_torch", "to_torch", "to_device", "copy_host_to_device_tensor", "synchronize_device"} & {c["function"] for c in captured}
+    assert sum(c["function"] == "linear" for c in captured) == 4 * LARGE.num_layers + 1
+    # The first batch runs the new trace; every later one waits for queue 0, uploads its 3 inputs on queue 1,
+    # signals, runs the trace and reads back once.
+    later = [c["function"] for c in steady_state(standin) if c["function"] != "from_torch"]
+    run = ["execute_trace", "record_event", "from_device", "synchronize_device", "to_torch"]
+    upload = ["wait_for_event", *["copy_host_to_device_tensor"] * 3, "record_event", "wait_for_event"]
+    assert later[:len(run) + 2 * (len(upload) + len(run))] == run + (upload + run) * 2
+    uploads = [c for c in steady_state(standin) if c["function"] == "copy_host_to_device_tensor"]
+    assert {c["kwargs"]["cq_id"] for c in uploads} == {1}
+    waits = [c["args"][0] for c in steady_state(standin) if c["function"] == "wait_for_event"]
+    assert waits[:2] == [1, 0]  # queue 1 waits for the model to finish reading; queue 0 waits for the upload
+    # Position ids were uploaded once, before the capture, and stay on the device.
+    positions = [c for c in standin.calls if "_position_ids" in c["where"]]
+    assert len(positions) == 1
+    # Only the trace's own buffers stay allocated: its three inputs and the logits it writes.
+    kept = sorted(t.buffer["where"].split(" < ")[0].split()[-1] for t in standin.leaked())
+    assert kept == ["_upload", "_upload", "_upload", "qa_head"]
+
+
+def test_every_batch_has_one_host_sync(tmp_path):
+    for trace in (False, True):
+        standin = StandinTtnn()
+        record_forward(standin, model_shape("tiny"), "BFLOAT8_B-L1", 8, tmp_path / str(trace), passes=1, batches=3, trace=trace)
+        assert standin.functions().count("synchronize_device") == 3
+        assert standin.functions().count("to_torch") == 3
+
+
+def test_a_new_input_shape_recaptures(tmp_path):
+    from bertl11.backends.ttnn import TtnnOps
+    from ttnn_standin import bert_parameters
+
+    shape = model_shape("tiny")
+    standin = StandinTtnn()
+    with recording(standin):
+        ops = TtnnOps(shape, get_run_config("BFLOAT8_B-L1"), trace=True)
+        params = ops.prepare(bert_parameters(shape))
+        for batch in (8, 8, 4):
+            ids = torch.ones(batch, 384, dtype=torch.long)
+            ops.forward(params, ids, ids * 0, ids, shape)
+        ops.close()
+    assert standin.functions().count("begin_trace_capture") == 2
+    assert standin.functions().count("release_trace") == 2  # the first trace when the shape changed, the second at close
+
+
+def test_mesh_replicates_weights_and_splits_the_batch(tmp_path):
+    standin = StandinTtnn(chips=2)
+    ops, (start, _) = record_forward(standin, LARGE, "BFLOAT8_B-SHARDED", 16, tmp_path, passes=1, batches=2, trace=True, mesh=(1, 2))
+    opened = calls_of(standin, "open_mesh_device")[0]
+    assert opened["args"][0] == {"ttnn": "MeshShape", "args": [1, 2], "kwargs": {}}
+    assert ops.plan.batch == 8 and start.shape == (16, 384)  # planned per chip, answered for the whole batch
+    weights = [c for c in calls_of(standin, "from_torch") if "prepare" in c["where"]]
+    assert weights and all(c["kwargs"]["mesh_mapper"]["ttnn"] == "ReplicateTensorToMesh" for c in weights)
+    inputs = [c for c in calls_of(standin, "from_torch") if "prepare" not in c["where"]]
+    assert inputs and all(c["kwargs"]["mesh_mapper"]["ttnn"] == "ShardTensorToMesh" and c["kwargs"]["mesh_mapper"]["kwargs"] == {"dim": 0}
+                          for c in inputs)
+    reads = calls_of(standin, "to_torch")
+    assert len(reads) == 2 and all(c["kwargs"]["mesh_composer"]["ttnn"] == "ConcatMeshToTensor" for c in reads)
+    assert not calls_of(standin, "dump_tensor")  # the .tensorbin cache holds single-chip tensors
+
+
+def test_mesh_refusals_are_one_line(tmp_path):
+    with pytest.raises(UserError, match="needs 8 chips; ttnn finds 2"):
+        record_forward(StandinTtnn(chips=2), model_shape("tiny"), "BFLOAT8_B-L1", 8, tmp_path, passes=1, mesh=(2, 4))
+    with pytest.raises(UserError, match="must be a multiple of its 2 chips"):
+        record_forward(StandinTtnn(chips=2), model_shape("tiny"), "BFLOAT8_B-L1", 7, tmp_path, passes=1, mesh=(1, 2))
+
+
+def test_perf_trace_and_mesh_through_the_cli(capsys):
+    """`bertl11 perf --device tt --trace` captures once and executes each run; `--mesh 1x2` opens both chips."""
+    from bertl11.cli import main
+
+    standin = StandinTtnn(chips=2)
+    with recording(standin):
+        assert main(["perf", "--device", "tt", "--trace", "--mesh", "1x2", "--model", "tiny", "--config", "BFLOAT8_B-L1",
+                     "--batch", "16", "--iterations", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "on 2 x Wormhole n150, traced" in out
+    functions = standin.functions()
+    assert functions.count("begin_trace_capture") == 1 and functions.count("execute_trace") == 4  # first run + 3 cached
+    assert functions.count("synchronize_device") == 4
+    assert calls_of(standin, "open_mesh_device")[0]["args"][0]["args"] == [1, 2]
+
+
+def test_tt_options_elsewhere_are_refused_in_one_line(capsys):
+    from bertl11.cli import main
+
+    assert main(["perf", "--device", "cpu", "--trace"]) == 2
+    assert main(["squad", "--mesh", "1x2", "--limit", "1"]) == 2
+    assert main(["demo", "--device", "tt", "--mesh", "two"]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 3 and "--trace applies to --device tt" in errors[0] and "--mesh applies" in errors[1]
+    assert "rows x columns" in errors[2]

@@ -1,0 +1,115 @@
+"""The contract tier that executes: whole forwards recorded through `TtnnOps` (ttnn_standin.py), every distinct
+call replayed against the real ttnn 0.81 in the contract environment (ttnn_replay.py), each in its own process.
+
+Covered: BERT-large at batch 8 on an n150 and at batch 12 on a p150 (COL_MAJOR), every run config; the tiny
+model in every interleaved config (the sharded one refuses it, test_standin.py); a traced forward on two chips.
+The tier prints one line: `ttnn replay: N calls replayed against ttnn X, M distinct, K rejected`.
+"""
+
+import json
+import subprocess
+import sys
+import types
+
+import pytest
+
+from bertl11.config import TT_CONFIGS, get_run_config
+from conftest import SUMMARY_PROPERTY
+from tt_env import HERE, tt_environment, tt_python  # noqa: F401 (a fixture)
+from ttnn_standin import StandinTtnn, distinct_calls, model_shape, record_forward
+
+pytestmark = pytest.mark.ttnn
+
+BACKEND = HERE.parents[1] / "bertl11" / "backends" / "ttnn.py"
+INTERLEAVED = [c for c in TT_CONFIGS if get_run_config(c).memory != "SHARDED"]
+# (architecture, reported grid, model, batch, configs, trace, mesh): what the tier records.
+RECORDINGS = [
+    ("wormhole_b0", (8, 8), "large", 8, TT_CONFIGS, False, (1, 1)),
+    ("blackhole", (13, 10), "large", 12, TT_CONFIGS, False, (1, 1)),
+    ("wormhole_b0", (8, 8), "tiny", 8, INTERLEAVED, False, (1, 1)),
+    ("wormhole_b0", (8, 8), "large", 16, ("BFLOAT8_B-SHARDED",), True, (1, 2)),
+]
+WORKERS = 2  # replay processes side by side (each forks one child per call)
+
+
+def record(tmp_path, recordings=RECORDINGS, backend=None) -> list[dict]:
+    calls = []
+    for i, (arch, grid, model, batch, configs, trace, mesh) in enumerate(recordings):
+        for config in configs:
+            standin = StandinTtnn(arch, grid, chips=mesh[0] * mesh[1])
+            cache = tmp_path / f"cache-{i}-{config}"
+            record_forward(standin, model_shape(model), config, batch, cache, backend=backend, trace=trace, mesh=mesh,
+                           batches=2 if trace else 1)
+            calls += standin.calls
+    return calls
+
+
+def replay(tt_python, calls: list[dict], tmp_path) -> dict:
+    """The distinct calls, split over WORKERS replay processes; their verdicts, in order, and the ttnn version."""
+    distinct = distinct_calls(calls)
+    jobs = []
+    for w in range(WORKERS):
+        path = tmp_path / f"calls-{w}.json"
+        path.write_text(json.dumps(distinct[w::WORKERS]))
+        out = tmp_path / f"verdicts-{w}.json"
+        jobs.append((subprocess.Popen([str(tt_python), str(HERE / "ttnn_replay.py"), str(path), str(out)], env=tt_environment(),
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True), out))
+    reports = []
+    for process, out in jobs:
+        log, _ = process.communicate(timeout=900)
+        assert process.returncode == 0, log[-3000:]
+        reports.append(json.loads(out.read_text()))
+    results = [None] * len(distinct)
+    for w, report in enumerate(reports):
+        results[w::WORKERS] = report["results"]
+    return {"ttnn": reports[0]["ttnn"], "results": results, "recorded": len(calls), "distinct": len(distinct)}
+
+
+def rejected(report) -> list[str]:
+    return [f"{r['function']} at {r['where']}: {r['message']}" for r in report["results"] if r["verdict"] != "pass"]
+
+
+def test_every_recorded_call_is_accepted_by_ttnn(tt_python, tmp_path, record_property):
+    calls = record(tmp_path)
+    report = replay(tt_python, calls, tmp_path)
+    bad = rejected(report)
+    line = (f"ttnn replay: {report['recorded']} calls replayed against ttnn {report['ttnn']}, {report['distinct']} distinct, "
+            f"{len(bad)} rejected")
+    record_property(SUMMARY_PROPERTY, line)
+    print(line)
+    assert not bad, "\n".join(bad[:20])
+    assert report["recorded"] >= 200 and report["distinct"] >= 200
+    replayed = {r["function"] for r in report["results"]}
+    assert {"linear", "matmul", "layer_norm", "scale_mask_softmax_in_place", "dump_tensor", "load_tensor", "execute_trace",
+            "copy_host_to_device_tensor", "experimental.split_query_key_value_and_split_heads",
+            "transformer.split_query_key_value_and_split_heads"} <= replayed
+    # Most calls reach ttnn's own "needs a device" check; the rest run on the host (files, views) or bind.
+    verdicts = [r["message"] for r in report["results"]]
+    assert sum(v.startswith("needs a device") for v in verdicts) >= 100
+
+
+def planted_backend():
+    """bertl11/backends/ttnn.py with E1 and E2 back: dumps through a .tmp temporary, the 4-D QKV output
+    handed to the interleaved split."""
+    source = BACKEND.read_text()
+    e1 = "with atomic_path(path, suffix=TENSORBIN) as temporary:"
+    e2 = "fused = ttnn.reshape(qkv, (shape[0], shape[2], shape[3]))"
+    assert e1 in source and e2 in source
+    source = source.replace(e1, "with atomic_path(path) as temporary:").replace(e2, "fused = qkv")
+    module = types.ModuleType("bertl11.backends.ttnn_planted")
+    module.__package__ = "bertl11.backends"
+    sys.modules[module.__name__] = module  # dataclasses look their module up there
+    try:
+        exec(compile(source, str(BACKEND), "exec"), module.__dict__)
+    finally:
+        del sys.modules[module.__name__]
+    return module
+
+
+def test_the_replay_catches_planted_bugs(tt_python, tmp_path):
+    calls = record(tmp_path, [("wormhole_b0", (8, 8), "tiny", 8, ("BFLOAT8_B-DRAM",), False, (1, 1))], planted_backend())
+    bad = rejected(replay(tt_python, calls, tmp_path))
+    assert any(b.startswith("dump_tensor") and "must have .tensorbin extension" in b for b in bad), bad
+    assert any(b.startswith("transformer.split_query_key_value_and_split_heads") and "expected 3 dimensions" in b
+               and "split_heads" in b.split(":", 1)[0] for b in bad), bad
+    assert all(b.startswith(("dump_tensor", "transformer.split")) for b in bad), bad  # nothing else was touched
