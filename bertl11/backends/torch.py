@@ -106,12 +106,13 @@ class TorchOps(Backend):
         """An op's output as the device would hold it."""
         return self._hold(OPS[op].output, t)
 
+    # GEMM inputs are op outputs, already held in the GEMM dtype; the product is rounded to the compute dtype.
     def _linear(self, x: torch.Tensor, p) -> torch.Tensor:
-        tokens = x.reshape(-1, x.shape[-1]).to(self.gemm_dtype)  # .to: no-ops where the GEMM dtype is native
+        tokens = x.reshape(-1, x.shape[-1])
         return torch.addmm(p.bias, tokens, p.weight).to(self.dtype).view(*x.shape[:-1], -1)
 
     def _matmul(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return torch.matmul(a.to(self.gemm_dtype), b.to(self.gemm_dtype)).to(self.dtype)
+        return torch.matmul(a, b).to(self.dtype)
 
     def embeddings(self, input_ids, token_type_ids, p):
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
