@@ -54,6 +54,7 @@ class Recipe:
     seed: int = 11
     validation_articles: int = 2
     freeze_word_embeddings: bool = True
+    all_answers: bool = False  # every distinct annotator span is a target (dev questions have up to 5), not only the first
     precision: str = "auto"  # bfloat16 autocast where the machine computes bf16 natively, else float32
 
     def __post_init__(self):
@@ -99,8 +100,15 @@ def answer_tokens(window, answer_start: int, answer_text: str) -> tuple[int, int
     return (int(first), int(last)) if first <= last else None
 
 
+def gold_spans(gold: dict, all_answers: bool) -> list[tuple[int, str]]:
+    """The (answer_start, text) targets of one question: the first answer, or each distinct one in order."""
+    spans = list(zip(gold["answer_start"], gold["text"]))
+    return list(dict.fromkeys(spans)) if all_answers else spans[:1]
+
+
 def training_windows(tokenizer, dataset, recipe: Recipe):
-    """(windows, labels [(start, end)]) of every question: [CLS] for unanswerable, answer-missing windows dropped."""
+    """(windows, labels [(start, end)]) of every question: [CLS] for unanswerable, answer-missing windows dropped.
+    With `recipe.all_answers` a window holding several distinct gold spans appears once per span."""
     from .squad.preprocess import WindowConfig, encode
 
     windows = encode(tokenizer, list(dataset["question"]), list(dataset["context"]),
@@ -113,10 +121,11 @@ def training_windows(tokenizer, dataset, recipe: Recipe):
             kept.append(window)
             labels.append((0, 0))
             continue
-        span = answer_tokens(window, gold["answer_start"][0], gold["text"][0])
-        if span is not None:
-            kept.append(window)
-            labels.append(span)
+        for answer_start, answer_text in gold_spans(gold, recipe.all_answers):
+            span = answer_tokens(window, answer_start, answer_text)
+            if span is not None:
+                kept.append(window)
+                labels.append(span)
     if not kept:
         raise UserError("no training window holds a labelled answer: is the data SQuAD v2?")
     return kept, labels
@@ -316,6 +325,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--validation-articles", type=int, default=defaults.validation_articles,
                         help=f"articles at the end of the training pool kept for validation and the threshold (default {defaults.validation_articles})")
     parser.add_argument("--train-word-embeddings", action="store_true", help="also train the word embedding table (frozen by default)")
+    parser.add_argument("--all-answers", action="store_true",
+                        help="train on every distinct gold span of a question (SQuAD dev lists up to 5), not only the first")
     parser.add_argument("--precision", choices=PRECISIONS, default=defaults.precision,
                         help="auto: bfloat16 autocast where the CPU has native bf16 (AVX512-BF16/AMX), else float32")
     parser.add_argument("--max-minutes", type=float, help="stop training after this long (the best validated epoch so far is kept)")
@@ -328,7 +339,7 @@ def run(args) -> int:
     recipe = Recipe(epochs=args.epochs, lr=args.lr, warmup=args.warmup, batch_size=args.batch_size,
                     max_seq_len=args.max_seq_len, doc_stride=args.doc_stride, seed=args.seed,
                     validation_articles=args.validation_articles, freeze_word_embeddings=not args.train_word_embeddings,
-                    precision=args.precision)
+                    all_answers=args.all_answers, precision=args.precision)
     if args.max_minutes is not None and args.max_minutes <= 0:
         raise UserError(f"--max-minutes must be positive, not {args.max_minutes}")
     out = _fresh_output(args.out)

@@ -54,6 +54,23 @@ def test_answer_labels_cover_the_gold_answer_text(dev):
     assert answerable > 100
 
 
+def test_all_answers_targets_each_distinct_gold_span_once(dev):
+    """With --all-answers a window gets one label per distinct annotated span inside it, each one's own text."""
+    subset = dev.filter(lambda r: len(set(zip(r["answers"]["answer_start"], r["answers"]["text"]))) >= 3).select(range(40))
+    tokenizer = resolve_model("tiny").tokenizer
+    recipe = Recipe(max_seq_len=384, doc_stride=128, all_answers=True)
+    windows, labels = training_windows(tokenizer, subset, recipe)
+    first_only, _ = training_windows(tokenizer, subset, Recipe(max_seq_len=384, doc_stride=128))
+    assert len(windows) > len(first_only)
+    for q in range(len(subset)):
+        gold = subset[q]["answers"]
+        context = subset[q]["context"]
+        texts = sorted(normalize_answer(context[windows[i].encoding.offsets[first][0]:windows[i].encoding.offsets[last][1]])
+                       for i, (first, last) in enumerate(labels) if windows[i].question == q)
+        distinct = dict.fromkeys(zip(gold["answer_start"], gold["text"]))
+        assert texts == sorted(normalize_answer(text) for _, text in distinct)
+
+
 def test_windows_missing_the_answer_are_dropped(dev):
     long_context = dev.filter(lambda r: len(r["context"]) > 3000 and r["answers"]["text"]).select(range(3))
     tokenizer = resolve_model("tiny").tokenizer
