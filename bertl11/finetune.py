@@ -8,6 +8,7 @@ The recipe, as data (`Recipe`):
 - An unanswerable question labels every window [CLS] (start = end = 0). A window of an answerable
   question that does not contain the answer is dropped: labelling it [CLS] teaches the model to say
   "no answer" to answerable questions, which a small model trained on little data overdoes.
+  With `all_answers`, each distinct annotator span of a question is a target (dev questions list up to five).
 - Batches are length-bucketed (windows sorted by length within seeded shuffled pools, then the batches
   shuffled), so little compute goes to padding; everything is seeded.
 - HF's `BertForQuestionAnswering` loss, torch's AdamW, transformers' linear warm-up/decay schedule.
