@@ -107,6 +107,20 @@ class _Stop(BaseException):
         self.cause = cause
 
 
+def _first_line(error: BaseException) -> str:
+    """torch's distributed errors run to many lines; a cause is said in one."""
+    return str(error).splitlines()[0]
+
+
+@contextmanager
+def _store_call():
+    """A store round trip: its RuntimeError (the store's host went away) stops the job."""
+    try:
+        yield
+    except RuntimeError as error:
+        raise _Stop(f"the store failed: {_first_line(error)}") from None
+
+
 class Job:
     """The process group and store of a torchrun job, for the length of a `with` block.
 
@@ -142,7 +156,7 @@ class Job:
             dist.init_process_group(self.backend, store=dist.PrefixStore("default_pg", store), rank=rank,
                                     world_size=size, timeout=timeout)
         except (RuntimeError, ValueError) as error:  # torch's DistError and store errors are RuntimeErrors
-            raise UserError(f"rank {self.ranks.rank}: cannot join the job's other ranks: {str(error).splitlines()[0]}") from None
+            raise UserError(f"rank {self.ranks.rank}: cannot join the job's other ranks: {_first_line(error)}") from None
         self.store = dist.PrefixStore("bertl11", store)
         self._previous_sigterm = signal.signal(signal.SIGTERM, self._on_sigterm)
         threading.Thread(target=self._beat, name="bertl11-heartbeat", daemon=True).start()
@@ -194,10 +208,8 @@ class Job:
         if now - self._checked < CHECK_SECONDS:
             return
         self._checked = now
-        try:
+        with _store_call():
             beats = self._beats()
-        except RuntimeError as error:
-            raise _Stop(f"the store failed: {str(error).splitlines()[0]}") from None
         for rank, count in enumerate(beats):
             last = self._heard.get(rank)
             if last is None or last[0] != count:
@@ -238,10 +250,8 @@ class Job:
             self.store.set(key, "1")
 
     def _has(self, key: str) -> bool:
-        try:
+        with _store_call():
             return self.store.check([key])
-        except RuntimeError as error:
-            raise _Stop(f"the store failed: {str(error).splitlines()[0]}") from None
 
     def share(self, batches) -> list:
         """This rank's batches, in order."""
@@ -252,10 +262,8 @@ class Job:
 
     def _done(self, windows: int) -> int:
         """Windows finished by all ranks in this pass, after adding this rank's `windows`."""
-        try:
+        with _store_call():
             return int(self.store.add(f"done/{self._passes}", windows))
-        except RuntimeError as error:
-            raise _Stop(f"the store failed: {str(error).splitlines()[0]}") from None
 
     def finished(self, windows: int, bar) -> None:
         """This rank finished `windows` more; rank 0's bar shows every rank's total."""
@@ -279,12 +287,11 @@ class Job:
 
         shares = [[batches[i] for i in share] for share in batch_shares(batches, self.ranks.size)]
 
-        def lengths(share):
-            return [(window, int(n)) for batch in share
+        lengths = [[(window, int(n)) for batch in share
                     for window, n in zip(batch.windows, batch.attention_mask.sum(dim=1).tolist())]
-
-        sizes = [2 * sum(n for _, n in lengths(share)) for share in shares]
-        mine = [part for window, _ in lengths(shares[self.ranks.rank]) for part in logits[window]]
+                   for share in shares]  # per share: (window, its length) in the share's order
+        sizes = [2 * sum(n for _, n in share) for share in lengths]
+        mine = [part for window, _ in lengths[self.ranks.rank] for part in logits[window]]
         vector = torch.zeros(max(sizes), dtype=torch.float32)
         if mine:
             vector[:sizes[self.ranks.rank]] = torch.from_numpy(np.concatenate(mine))
@@ -294,13 +301,13 @@ class Job:
         try:
             dist.gather(vector, received, dst=0)
         except RuntimeError as error:  # a peer's connection closed, or the collective timed out
-            raise _Stop(f"the gather failed: {str(error).splitlines()[0]}") from None
+            raise _Stop(f"the gather failed: {_first_line(error)}") from None
         if not self.ranks.main:
             return None
         gathered = list(logits)
-        for share, vector in zip(shares, received):
+        for share, vector in zip(lengths, received):
             flat, offset = vector.cpu().numpy(), 0
-            for window, n in lengths(share):
+            for window, n in share:
                 gathered[window] = (flat[offset:offset + n], flat[offset + n:offset + 2 * n])
                 offset += 2 * n
         return gathered

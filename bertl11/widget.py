@@ -226,13 +226,10 @@ class QAPage:
     def _run(self, work, *args) -> None:
         try:
             work(*args)
-        except UserError as error:
-            self.runs += 1
-            self.status.value, self.result.value = "", render_error(str(error), self.runs)
         except Exception as error:  # a page has nowhere to show a traceback: one line, like the CLI's errors
+            message = str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
             self.runs += 1
-            self.status.value = ""
-            self.result.value = render_error(f"{type(error).__name__}: {error}", self.runs)
+            self.status.value, self.result.value = "", render_error(message, self.runs)
         finally:
             self.progress.layout.visibility = "hidden"
             self.button.disabled = False
