@@ -120,9 +120,10 @@ def write_delta(finetuned: Path, directory: Path = DIRECTORY) -> dict:
         "na_prob_threshold": card["na_prob_threshold"],
         "validation_articles": card.get("validation_articles"),
         "train_questions": card.get("train_questions"),
-        "stages": [{"base": stage.get("base"), "recipe": stage.get("recipe"),
+        # A later stage started from the one before it; its --base was a directory on the trainer's machine.
+        "stages": [{"base": stage.get("base") if number == 1 else f"stage {number - 1}", "recipe": stage.get("recipe"),
                     "training": {k: stage["log"][k] for k in TRAINING_KEYS if k in stage.get("log", {})}}
-                   for stage in stages],
+                   for number, stage in enumerate(stages, 1)],
     }
     write_json(directory / MANIFEST_FILE, record)
     return record

@@ -44,6 +44,12 @@ def test_manifest_verifies_delta_and_base(tmp_path):
         shipped.manifest(copy)
 
 
+def test_the_manifest_names_each_stage_base_without_local_paths():
+    """Stage 1 starts from the PyPI base and each later stage from the stage before it, not from a trainer's directory."""
+    stages = shipped.manifest()["stages"]
+    assert [stage["base"] for stage in stages] == ["minilm", *(f"stage {n}" for n in range(1, len(stages)))]
+
+
 def test_the_word_table_is_not_stored_and_the_delta_is_small():
     from safetensors import safe_open
 
