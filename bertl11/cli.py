@@ -18,6 +18,7 @@ COMMANDS = {
     "squad": ("bertl11.squad.run", "run the model over SQuAD v2 and score it"),
     "score": ("bertl11.squad.metric", "score SQuAD v2 predictions with the official semantics"),
     "finetune": ("bertl11.finetune", "fine-tune an HF BERT encoder for SQuAD v2 question answering"),
+    "soup": ("bertl11.soup", "average the weights of fine-tuned models into one (a model soup)"),
     "convert": ("bertl11.cache", "convert HF weights into the on-disk weight cache"),
     "perf": ("bertl11.perf", "end-to-end throughput, optionally side by side with HF"),
     "profile": ("bertl11.profile", "time every op of every layer; CSV and bar chart"),

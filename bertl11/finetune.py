@@ -283,7 +283,7 @@ def train(model, tokenizer, train_set, validation_set, recipe: Recipe, max_minut
 
 # ------------------------------------------------------------------------------------------- output
 
-def _fresh_output(out: str) -> Path:
+def fresh_output(out: str) -> Path:
     path = Path(out)
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise UserError(f"--out {out} already exists and is not an empty directory; choose a new one")
@@ -303,7 +303,7 @@ def save(model, tokenizer, out: Path, card: dict) -> None:
         write_json(staging / MODEL_CARD, card)
         os.chmod(staging, 0o755)
         if out.exists():
-            out.rmdir()  # empty, checked by _fresh_output
+            out.rmdir()  # empty, checked by fresh_output
         os.replace(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -343,7 +343,7 @@ def run(args) -> int:
                     all_answers=args.all_answers, precision=args.precision)
     if args.max_minutes is not None and args.max_minutes <= 0:
         raise UserError(f"--max-minutes must be positive, not {args.max_minutes}")
-    out = _fresh_output(args.out)
+    out = fresh_output(args.out)
     train_set, validation_set = train_validation(load_training_data(args.data), recipe.validation_articles)
     if args.limit is not None:
         require_at_least("--limit", args.limit)
@@ -376,3 +376,15 @@ def read_model_card(directory: Path) -> dict:
         raise UserError(f"{path} should hold a JSON object")
     return card
 
+def lineage(card: dict) -> list[dict]:
+    """The fine-tuning stages behind a model card, first stage first (a stage may start from an earlier output)."""
+    stages = [card]
+    while stages[0].get("base_card"):
+        stages.insert(0, stages[0]["base_card"])
+    return stages
+
+
+def root(card: dict) -> tuple[str | None, str | None]:
+    """(name, fingerprint) of the weights a model's first fine-tuning stage started from."""
+    first = lineage(card)[0]
+    return first.get("base"), first.get("base_fingerprint")

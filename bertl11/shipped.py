@@ -72,31 +72,42 @@ def state_dict(directory: Path = DIRECTORY) -> dict:
 
 
 TRAINING_KEYS = ("steps", "minutes", "best_epoch", "precision", "epochs", "na_prob_threshold")
+VALIDATION_KEYS = ("exact", "f1", "HasAns_f1", "best_f1", "best_f1_thresh")
 
 
-def lineage(card: dict) -> list[dict]:
-    """The fine-tuning stages behind a model card, first stage first (a stage may start from an earlier output)."""
-    stages = [card]
-    while stages[0].get("base_card"):
-        stages.insert(0, stages[0]["base_card"])
-    return stages
+def provenance(card: dict) -> dict:
+    """How a model card's model was made, without the trainer's paths: its stages, first first. A stage is a
+    fine-tuning run (its base, recipe and training log) or a soup (its ingredients' provenance and its scores)."""
+    from .finetune import lineage
+
+    stages = []
+    for number, stage in enumerate(lineage(card), 1):
+        if "soup" in stage:
+            stages.append({"soup": [provenance(ingredient) for ingredient in stage["soup"]],
+                           "validation": {k: stage["validation"][k] for k in VALIDATION_KEYS}})
+        else:
+            # A later stage started from the one before it; its --base was a directory on the trainer's machine.
+            stages.append({"base": stage.get("base") if number == 1 else f"stage {number - 1}", "recipe": stage.get("recipe"),
+                           "training": {k: stage["log"][k] for k in TRAINING_KEYS if k in stage.get("log", {})}})
+    return {"stages": stages}
 
 
 def write_delta(finetuned: Path, directory: Path = DIRECTORY) -> dict:
-    """Store a fine-tuned MiniLM directory (from `bertl11 finetune --base minilm`) as delta + manifest."""
+    """Store a fine-tuned MiniLM directory (from `bertl11 finetune --base minilm`, or a `bertl11 soup` of such)
+    as delta + manifest."""
     from importlib.metadata import version
 
     import torch
     from safetensors.torch import load_file, save_file
 
-    from .finetune import read_model_card
+    from .finetune import read_model_card, root
     from .sources import minilm_dir
 
     card = read_model_card(finetuned)
-    stages = lineage(card)
-    if stages[0].get("base") != "minilm":
+    base, _ = root(card)
+    if base != "minilm":
         raise UserError(f"{finetuned} was not fine-tuned from the minilm base (its {finetuned / 'bertl11.json'} "
-                        f"starts from {stages[0].get('base')!r})")
+                        f"starts from {base!r})")
     if card.get("na_prob_threshold") is None:
         raise UserError(f"{finetuned} has no validated null-score threshold; fine-tune with --validation-articles >= 1")
     trained = load_file(str(finetuned / "model.safetensors"))
@@ -120,10 +131,7 @@ def write_delta(finetuned: Path, directory: Path = DIRECTORY) -> dict:
         "na_prob_threshold": card["na_prob_threshold"],
         "validation_articles": card.get("validation_articles"),
         "train_questions": card.get("train_questions"),
-        # A later stage started from the one before it; its --base was a directory on the trainer's machine.
-        "stages": [{"base": stage.get("base") if number == 1 else f"stage {number - 1}", "recipe": stage.get("recipe"),
-                    "training": {k: stage["log"][k] for k in TRAINING_KEYS if k in stage.get("log", {})}}
-                   for number, stage in enumerate(stages, 1)],
+        **provenance(card),
     }
     write_json(directory / MANIFEST_FILE, record)
     return record

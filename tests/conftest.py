@@ -48,6 +48,18 @@ def squad_pairs():
     return pairs
 
 
+@pytest.fixture(scope="session")
+def small_squad(tmp_path_factory):
+    """Three training-pool articles, a few paragraphs each, for short fine-tunes: the last one becomes the
+    validation article."""
+    from bertl11.squad.split import HELD_OUT_ARTICLES
+
+    articles = [a for a in json.loads(SQUAD_DEV.read_text())["data"] if a["title"] not in HELD_OUT_ARTICLES][:3]
+    path = tmp_path_factory.mktemp("data") / "small.json"
+    path.write_text(json.dumps({"version": "v2.0", "data": [{**a, "paragraphs": a["paragraphs"][:4]} for a in articles]}))
+    return path
+
+
 def encode(tokenizer, pairs, max_length=384):
     """Tokenise like the seed's demo: question + context, truncated to max_length, padded to the longest."""
     questions, contexts = zip(*pairs)

@@ -1,0 +1,121 @@
+"""`bertl11 soup`: one model from the average of several fine-tuned models' weights (a uniform model soup).
+
+    bertl11 soup --models out/stage1 out/stage2-seed11 out/stage2-seed12 --data data/squad/dev-v2.0.json --out out/soup
+
+Fine-tunes that start from the same weights stay in one basin of the loss, so the element-wise mean of
+their weights is itself a good model, and usually a better one than any of them: it averages out the
+noise each run's data order and learning rate added (Wortsman et al. 2022, "Model soups"). The soup costs
+no training and answers at the cost of one model.
+
+The ingredients must share what makes averaging meaningful and the threshold honest:
+- the same root: the first stage of every ingredient started from the same base weights (fingerprint);
+- the same tensors (names and shapes);
+- the same validation articles. The soup is validated on them to choose its own null-score threshold,
+  as `bertl11 finetune` does, so no ingredient may have trained on them.
+
+The output is a standard HF directory like `bertl11 finetune`'s, whose `bertl11.json` records each
+ingredient's card under `soup`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import UserError
+from .finetune import (MODEL_CARD, Recipe, autocast_dtype, fresh_output, load_training_data, read_model_card, root, save,
+                       validate)
+
+MINIMUM_INGREDIENTS = 2
+WINDOW_KEYS = ("max_seq_len", "doc_stride", "batch_size")  # how validation windows and batches are made
+
+
+def validation_windows(card: dict) -> Recipe:
+    """The window settings a model was validated with: a fine-tune's recipe, or a soup's own `windows`."""
+    settings = card.get("recipe") or card.get("windows") or {}
+    return Recipe(**{key: settings[key] for key in WINDOW_KEYS if key in settings})
+
+
+def _ingredient(directory: str) -> tuple[Path, dict]:
+    """(directory, model card) of one fine-tuned model, or a UserError saying why it cannot be one."""
+    path = Path(directory)
+    if not (path / "model.safetensors").is_file():
+        raise UserError(f"--models {directory}: not a fine-tuned model directory (no model.safetensors)")
+    card = read_model_card(path)
+    if not card:
+        raise UserError(f"--models {directory}: no {MODEL_CARD}; only `bertl11 finetune` outputs can be averaged")
+    return path, card
+
+
+def validation_best_f1(card: dict) -> float | None:
+    """The best F1 a model reached on its validation articles: its kept epoch's, or a soup's own."""
+    if "validation" in card:
+        return card["validation"]["best_f1"]
+    log = card.get("log", {})
+    kept = [epoch for epoch in log.get("epochs", []) if epoch["epoch"] == log.get("best_epoch")]
+    return kept[0].get("best_f1") if kept else None
+
+
+def _agreed(cards: list[dict], key, what: str):
+    """The one value `key(card)` takes on every card, or a UserError naming what differs."""
+    values = [key(card) for card in cards]
+    if any(value != values[0] for value in values):
+        raise UserError(f"--models: the models differ in {what}, so they cannot be averaged")
+    return values[0]
+
+
+def average(states: list[dict]) -> dict:
+    """The element-wise mean of state dicts with the same tensors (float64 sums, float32 result)."""
+    import torch
+
+    names = {name: tuple(value.shape) for name, value in states[0].items()}
+    for state in states[1:]:
+        if {name: tuple(value.shape) for name, value in state.items()} != names:
+            raise UserError("--models: the models hold different tensors (names or shapes), so they cannot be averaged")
+    return {name: (sum(state[name].double() for state in states) / len(states)).float() for name in names}
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--models", nargs="+", required=True, metavar="DIR",
+                        help="bertl11 finetune output directories from the same base, validated on the same articles")
+    parser.add_argument("--data", required=True, help="the SQuAD v2 JSON file they were fine-tuned on (for validation)")
+    parser.add_argument("--out", required=True, help="a new directory for the averaged model")
+
+
+def run(args) -> int:
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer, BertForQuestionAnswering
+
+    from .squad.split import train_validation
+
+    if len(args.models) < MINIMUM_INGREDIENTS:
+        raise UserError(f"--models needs at least {MINIMUM_INGREDIENTS} directories to average, not {len(args.models)}")
+    ingredients = [_ingredient(directory) for directory in args.models]
+    cards = [card for _, card in ingredients]
+    base, base_fingerprint = _agreed(cards, root, "the base weights their first stage started from")
+    articles = _agreed(cards, lambda card: card.get("validation_articles"), "their validation articles")
+    if not articles:
+        raise UserError("--models: the models were fine-tuned without validation articles; the soup needs them for its threshold")
+    out = fresh_output(args.out)
+    _, validation_set = train_validation(load_training_data(args.data), len(articles))
+    if sorted(set(validation_set["title"])) != sorted(articles):
+        raise UserError(f"--data {args.data}: its validation articles are not the ones the models validated on ({', '.join(articles)})")
+
+    first = ingredients[0][0]
+    model = BertForQuestionAnswering.from_pretrained(str(first))
+    model.load_state_dict(average([load_file(str(path / "model.safetensors")) for path, _ in ingredients]))
+    tokenizer = AutoTokenizer.from_pretrained(str(first))
+    windows = validation_windows(cards[0])
+    scores = validate(model, tokenizer, validation_set, windows, autocast_dtype("auto"))
+    card = {"base": base, "base_fingerprint": base_fingerprint, "data": str(args.data),
+            "soup": cards, "models": [str(path) for path, _ in ingredients],
+            "windows": {key: getattr(windows, key) for key in WINDOW_KEYS},
+            # the ingredients trained on the same pool; one may have used only part of it (--limit)
+            "train_questions": max(card.get("train_questions") or 0 for card in cards),
+            "validation_articles": articles, "na_prob_threshold": scores["best_f1_thresh"], "validation": scores}
+    save(model, tokenizer, out, card)
+    for path, ingredient_card in ingredients:
+        best_f1 = validation_best_f1(ingredient_card)
+        print(f"  {path}: validation best F1 " + ("unknown" if best_f1 is None else f"{best_f1:.2f}"))
+    print(f"wrote {out}: the average of {len(ingredients)} models, validation best F1 {scores['best_f1']:.2f} "
+          f"at na_prob threshold {scores['best_f1_thresh']:.4g}")
+    return 0
