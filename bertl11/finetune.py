@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -56,6 +57,7 @@ class Recipe:
     validation_articles: int = 2
     freeze_word_embeddings: bool = True
     all_answers: bool = False  # every distinct annotator span is a target (dev questions have up to 5), not only the first
+    deletion_negatives: bool = False  # also ask each answerable question of its paragraph without the answer's sentences
     precision: str = "auto"  # bfloat16 autocast where the machine computes bf16 natively, else float32
 
     def __post_init__(self):
@@ -107,9 +109,29 @@ def gold_spans(gold: dict, all_answers: bool) -> list[tuple[int, str]]:
     return list(dict.fromkeys(spans)) if all_answers else spans[:1]
 
 
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def without_answer_sentences(context: str, gold: dict) -> str | None:
+    """The context without every sentence that overlaps a gold answer, or None when nothing is left or a gold
+    text still appears in what is left (then the question might still be answerable)."""
+    answers = [(start, start + len(text)) for start, text in zip(gold["answer_start"], gold["text"])]
+    kept, position = [], 0
+    for sentence in SENTENCE_END.split(context):
+        start = context.index(sentence, position)
+        position = start + len(sentence)
+        if not any(start < answer_end and answer_start < position for answer_start, answer_end in answers):
+            kept.append(sentence)
+    remainder = " ".join(kept)
+    if not remainder or any(text.lower() in remainder.lower() for text in gold["text"]):
+        return None
+    return remainder
+
+
 def training_windows(tokenizer, dataset, recipe: Recipe):
     """(windows, labels [(start, end)]) of every question: [CLS] for unanswerable, answer-missing windows dropped.
-    With `recipe.all_answers` a window holding several distinct gold spans appears once per span."""
+    With `recipe.all_answers` a window holding several distinct gold spans appears once per span; with
+    `recipe.deletion_negatives` each answerable question also appears with its answer's sentences deleted, as [CLS]."""
     from .squad.preprocess import WindowConfig, encode
 
     windows = encode(tokenizer, list(dataset["question"]), list(dataset["context"]),
@@ -129,6 +151,14 @@ def training_windows(tokenizer, dataset, recipe: Recipe):
                 labels.append(span)
     if not kept:
         raise UserError("no training window holds a labelled answer: is the data SQuAD v2?")
+    if recipe.deletion_negatives:
+        negatives = [(question, remainder) for question, context, gold in zip(dataset["question"], dataset["context"], answers)
+                     if gold["text"] and (remainder := without_answer_sentences(context, gold)) is not None]
+        if negatives:
+            extra = encode(tokenizer, [q for q, _ in negatives], [c for _, c in negatives],
+                           WindowConfig(recipe.max_seq_len, recipe.doc_stride))
+            kept += extra
+            labels += [(0, 0)] * len(extra)
     return kept, labels
 
 
@@ -328,6 +358,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--train-word-embeddings", action="store_true", help="also train the word embedding table (frozen by default)")
     parser.add_argument("--all-answers", action="store_true",
                         help="train on every distinct gold span of a question (SQuAD dev lists up to 5), not only the first")
+    parser.add_argument("--deletion-negatives", action="store_true",
+                        help="also train each answerable question on its paragraph without the answer's sentences, as unanswerable")
     parser.add_argument("--precision", choices=PRECISIONS, default=defaults.precision,
                         help="auto: bfloat16 autocast where the CPU has native bf16 (AVX512-BF16/AMX), else float32")
     parser.add_argument("--max-minutes", type=float, help="stop training after this long (the best validated epoch so far is kept)")
@@ -340,7 +372,8 @@ def run(args) -> int:
     recipe = Recipe(epochs=args.epochs, lr=args.lr, warmup=args.warmup, batch_size=args.batch_size,
                     max_seq_len=args.max_seq_len, doc_stride=args.doc_stride, seed=args.seed,
                     validation_articles=args.validation_articles, freeze_word_embeddings=not args.train_word_embeddings,
-                    all_answers=args.all_answers, precision=args.precision)
+                    all_answers=args.all_answers, deletion_negatives=args.deletion_negatives,
+                    precision=args.precision)
     if args.max_minutes is not None and args.max_minutes <= 0:
         raise UserError(f"--max-minutes must be positive, not {args.max_minutes}")
     out = fresh_output(args.out)
@@ -375,6 +408,7 @@ def read_model_card(directory: Path) -> dict:
     if not isinstance(card, dict):
         raise UserError(f"{path} should hold a JSON object")
     return card
+
 
 def lineage(card: dict) -> list[dict]:
     """The fine-tuning stages behind a model card, first stage first (a stage may start from an earlier output)."""

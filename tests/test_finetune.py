@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from bertl11.demo import PACKAGED_INPUT
-from bertl11.finetune import MODEL_CARD, Recipe, answer_tokens, training_windows
+from bertl11.finetune import MODEL_CARD, Recipe, answer_tokens, training_windows, without_answer_sentences
 from bertl11.squad.data import load_squad
 from bertl11.squad.metric import normalize_answer
 from bertl11.squad.split import HELD_OUT_ARTICLES, train_validation
@@ -71,6 +71,33 @@ def test_all_answers_targets_each_distinct_gold_span_once(dev):
         assert texts == sorted(normalize_answer(text) for _, text in distinct)
 
 
+def test_deletion_negatives_remove_each_sentence_holding_an_answer():
+    context = "Ada wrote the notes. The engine was never built! Babbage designed it in 1837. It used punched cards."
+    gold = {"text": ["never built", "Babbage"], "answer_start": [context.index("never built"), context.index("Babbage")]}
+    assert without_answer_sentences(context, gold) == "Ada wrote the notes. It used punched cards."
+    everywhere = {"text": ["cards"], "answer_start": [context.index("cards")]}
+    assert without_answer_sentences("Cards. " + context, everywhere) is None  # the answer text survives elsewhere
+
+
+def test_deletion_negatives_add_unanswerable_windows_without_the_answer(dev):
+    """Each answerable question may come back once more as [CLS], on a shorter context holding none of its gold texts."""
+    subset = dev.select(range(200))
+    tokenizer = resolve_model("tiny").tokenizer
+    recipe = Recipe(max_seq_len=384, doc_stride=128)
+    plain, plain_labels = training_windows(tokenizer, subset, recipe)
+    windows, labels = training_windows(tokenizer, subset, Recipe(max_seq_len=384, doc_stride=128, deletion_negatives=True))
+    assert labels[:len(plain)] == plain_labels
+    answerable = [q for q in range(len(subset)) if subset[q]["answers"]["text"]]
+    sources = [q for q in answerable if without_answer_sentences(subset[q]["context"], subset[q]["answers"]) is not None]
+    added = windows[len(plain):]
+    assert len(sources) > 0.5 * len(answerable) and {w.question for w in added} == set(range(len(sources)))
+    assert set(labels[len(plain):]) == {(0, 0)}
+    for window in added:
+        text = normalize_answer(tokenizer.decode(window.input_ids[window.in_context]))
+        gold = subset[sources[window.question]]["answers"]["text"]
+        assert not any(normalize_answer(answer) in text for answer in gold), (text, gold)
+
+
 def test_windows_missing_the_answer_are_dropped(dev):
     long_context = dev.filter(lambda r: len(r["context"]) > 3000 and r["answers"]["text"]).select(range(3))
     tokenizer = resolve_model("tiny").tokenizer
@@ -81,15 +108,6 @@ def test_windows_missing_the_answer_are_dropped(dev):
     for window in windows:
         answer = long_context[window.question]["answers"]
         assert answer_tokens(window, answer["answer_start"][0], answer["text"][0]) is not None
-
-
-@pytest.fixture(scope="module")
-def small_squad(tmp_path_factory):
-    """Three training-pool articles, a few paragraphs each: the last one becomes the validation article."""
-    articles = [a for a in json.loads(SQUAD_DEV.read_text())["data"] if a["title"] not in HELD_OUT_ARTICLES][:3]
-    path = tmp_path_factory.mktemp("data") / "small.json"
-    path.write_text(json.dumps({"version": "v2.0", "data": [{**a, "paragraphs": a["paragraphs"][:4]} for a in articles]}))
-    return path
 
 
 @pytest.fixture(scope="module")
