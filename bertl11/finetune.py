@@ -134,8 +134,8 @@ def training_windows(tokenizer, dataset, recipe: Recipe):
     `recipe.deletion_negatives` each answerable question also appears with its answer's sentences deleted, as [CLS]."""
     from .squad.preprocess import WindowConfig, encode
 
-    windows = encode(tokenizer, list(dataset["question"]), list(dataset["context"]),
-                     WindowConfig(recipe.max_seq_len, recipe.doc_stride))
+    config = WindowConfig(recipe.max_seq_len, recipe.doc_stride)
+    windows = encode(tokenizer, list(dataset["question"]), list(dataset["context"]), config)
     answers = dataset["answers"]
     kept, labels = [], []
     for window in windows:
@@ -155,8 +155,7 @@ def training_windows(tokenizer, dataset, recipe: Recipe):
         negatives = [(question, remainder) for question, context, gold in zip(dataset["question"], dataset["context"], answers)
                      if gold["text"] and (remainder := without_answer_sentences(context, gold)) is not None]
         if negatives:
-            extra = encode(tokenizer, [q for q, _ in negatives], [c for _, c in negatives],
-                           WindowConfig(recipe.max_seq_len, recipe.doc_stride))
+            extra = encode(tokenizer, [q for q, _ in negatives], [c for _, c in negatives], config)
             kept += extra
             labels += [(0, 0)] * len(extra)
     return kept, labels

@@ -51,7 +51,7 @@ def test_the_soup_is_the_mean_of_its_ingredients(ingredients, soup):
         torch.testing.assert_close(averaged[name], (value + second[name]) / 2, rtol=0, atol=1e-7)
 
 
-def test_the_soup_ships_its_own_validated_threshold_and_answers_as_a_model_dir(soup, tmp_path):
+def test_the_soup_ships_its_own_validated_threshold_and_answers_as_a_model_dir(soup):
     from bertl11 import QAModel
 
     card = json.loads((soup / MODEL_CARD).read_text())
