@@ -135,8 +135,8 @@ def training_windows(tokenizer, dataset, recipe: Recipe):
     from .squad.preprocess import WindowConfig, encode
 
     config = WindowConfig(recipe.max_seq_len, recipe.doc_stride)
-    windows = encode(tokenizer, list(dataset["question"]), list(dataset["context"]), config)
-    answers = dataset["answers"]
+    questions, contexts, answers = list(dataset["question"]), list(dataset["context"]), dataset["answers"]
+    windows = encode(tokenizer, questions, contexts, config)
     kept, labels = [], []
     for window in windows:
         gold = answers[window.question]
@@ -152,7 +152,7 @@ def training_windows(tokenizer, dataset, recipe: Recipe):
     if not kept:
         raise UserError("no training window holds a labelled answer: is the data SQuAD v2?")
     if recipe.deletion_negatives:
-        negatives = [(question, remainder) for question, context, gold in zip(dataset["question"], dataset["context"], answers)
+        negatives = [(question, remainder) for question, context, gold in zip(questions, contexts, answers)
                      if gold["text"] and (remainder := without_answer_sentences(context, gold)) is not None]
         if negatives:
             extra = encode(tokenizer, [q for q, _ in negatives], [c for _, c in negatives], config)
