@@ -1,6 +1,7 @@
 """`bertl11 finetune`: labels from our windows, the fixed split, a short real run, and its output loading."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -85,7 +86,7 @@ def test_deletion_negatives_add_unanswerable_windows_without_the_answer(dev):
     tokenizer = resolve_model("tiny").tokenizer
     recipe = Recipe(max_seq_len=384, doc_stride=128)
     plain, plain_labels = training_windows(tokenizer, subset, recipe)
-    windows, labels = training_windows(tokenizer, subset, Recipe(max_seq_len=384, doc_stride=128, deletion_negatives=True))
+    windows, labels = training_windows(tokenizer, subset, replace(recipe, deletion_negatives=True))
     assert labels[:len(plain)] == plain_labels
     answerable = [q for q in range(len(subset)) if subset[q]["answers"]["text"]]
     sources = [q for q in answerable if without_answer_sentences(subset[q]["context"], subset[q]["answers"]) is not None]
