@@ -11,7 +11,8 @@ The recipe, as data (`Recipe`):
   With `all_answers`, each distinct annotator span of a question is a target (dev questions list up to five).
 - Batches are length-bucketed (windows sorted by length within seeded shuffled pools, then the batches
   shuffled), so little compute goes to padding; everything is seeded.
-- HF's `BertForQuestionAnswering` loss, torch's AdamW, transformers' linear warm-up/decay schedule.
+- HF's `BertForQuestionAnswering` loss, torch's AdamW, transformers' linear warm-up/decay schedule, on the CPU
+  or, with `--device cuda`, on a GPU (what SQuAD v2 train's 130k questions need: on 2 CPU cores one epoch is hours).
   Word embeddings are frozen by default: 7.5k questions cannot improve a 30k-word table, and freezing it
   halves the optimiser's work.
 - Held-out articles (`squad.split.HELD_OUT_ARTICLES`) are never trained on. The last
@@ -74,19 +75,32 @@ class Recipe:
 PRECISIONS = ("auto", "float32", "bfloat16")
 
 
-def autocast(dtype):
-    """The forward pass's precision: bfloat16 autocast for `dtype` bfloat16, plain float32 for None."""
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype is not None)
+TRAINING_DEVICES = ("cpu", "cuda")
 
 
-def autocast_dtype(precision: str):
-    """bfloat16 for autocast, or None (float32): `auto` asks the machine probe whether bf16 GEMMs are native
-    here (elsewhere they run ~200x slower than float32)."""
+def autocast(device_type: str, dtype):
+    """The forward pass's precision on `device_type`: bfloat16 autocast for `dtype` bfloat16, plain float32 for None."""
+    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=dtype is not None)
+
+
+def autocast_dtype(precision: str, device_type: str = "cpu"):
+    """bfloat16 for autocast, or None (float32). `auto` on the CPU asks the machine probe whether bf16 GEMMs are
+    native here (elsewhere they run ~200x slower than float32); on CUDA, whether the GPU supports bf16."""
     from .machine import probe
 
-    if precision == "bfloat16" or (precision == "auto" and probe().native("bfloat16")):
-        return torch.bfloat16
-    return None
+    if precision == "auto":
+        native = torch.cuda.is_bf16_supported() if device_type == "cuda" else probe().native("bfloat16")
+        return torch.bfloat16 if native else None
+    return torch.bfloat16 if precision == "bfloat16" else None
+
+
+def model_device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def device_name(device: torch.device) -> str:
+    """What the model card records as the training device: `cpu`, or the GPU's name."""
+    return f"cuda {torch.cuda.get_device_name(device)}" if device.type == "cuda" else "cpu"
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -233,10 +247,13 @@ def validate(model, tokenizer, dataset, recipe: Recipe, dtype) -> dict:
     from .squad.postprocess import SpanSearch, postprocess
     from .squad.preprocess import WindowConfig, bucketed_batches, encode
 
+    device = model_device(model)
+
     def forward(input_ids, token_type_ids, attention_mask):
-        with autocast(dtype):
-            out = model(input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask)
-        return out.start_logits.float(), out.end_logits.float()
+        with autocast(device.type, dtype):
+            out = model(input_ids=input_ids.to(device), token_type_ids=token_type_ids.to(device),
+                        attention_mask=attention_mask.to(device))
+        return out.start_logits.float().cpu(), out.end_logits.float().cpu()
 
     model.eval()
     contexts = list(dataset["context"])
@@ -251,13 +268,15 @@ def validate(model, tokenizer, dataset, recipe: Recipe, dtype) -> dict:
 
 def train(model, tokenizer, train_set, validation_set, recipe: Recipe, max_minutes: float | None = None,
           progress: bool = True) -> dict:
-    """Fine-tune `model` in place; it ends holding the best validated epoch. Returns the training log."""
+    """Fine-tune `model` in place, on the device it is on; it ends holding the best validated epoch.
+    Returns the training log."""
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
     torch.manual_seed(recipe.seed)
     rng = np.random.default_rng(recipe.seed)
-    dtype = autocast_dtype(recipe.precision)
+    device = model_device(model)
+    dtype = autocast_dtype(recipe.precision, device.type)
     windows, labels = training_windows(tokenizer, train_set, recipe)
     steps_per_epoch = math.ceil(len(windows) / recipe.batch_size)
     total_steps = max(1, round(recipe.epochs * steps_per_epoch))
@@ -266,7 +285,7 @@ def train(model, tokenizer, train_set, validation_set, recipe: Recipe, max_minut
     deadline = time.monotonic() + 60 * max_minutes if max_minutes else math.inf
 
     log = {"windows": len(windows), "steps": 0, "planned_steps": total_steps, "epochs": [], "stopped_early": False,
-           "precision": str(dtype or torch.float32).removeprefix("torch.")}
+           "precision": str(dtype or torch.float32).removeprefix("torch."), "device": device_name(device)}
     best_f1, best_state = -1.0, None
     started = time.monotonic()
     bar = tqdm(total=total_steps, unit="step", desc="finetune", disable=not progress)
@@ -274,8 +293,9 @@ def train(model, tokenizer, train_set, validation_set, recipe: Recipe, max_minut
     while log["steps"] < total_steps and not log["stopped_early"]:
         epoch += 1
         losses = []
-        for input_ids, token_types, mask, starts, ends in epoch_batches(windows, labels, recipe.batch_size, rng):
-            with autocast(dtype):
+        for batch in epoch_batches(windows, labels, recipe.batch_size, rng):
+            input_ids, token_types, mask, starts, ends = (tensor.to(device) for tensor in batch)
+            with autocast(device.type, dtype):
                 loss = model(input_ids=input_ids, token_type_ids=token_types, attention_mask=mask,
                              start_positions=starts, end_positions=ends).loss
             loss.backward()
@@ -359,13 +379,16 @@ def add_arguments(parser) -> None:
                         help="train on every distinct gold span of a question (SQuAD dev lists up to 5), not only the first")
     parser.add_argument("--deletion-negatives", action="store_true",
                         help="also train each answerable question on its paragraph without the answer's sentences, as unanswerable")
+    parser.add_argument("--device", choices=TRAINING_DEVICES, default="cpu",
+                        help="where training runs (default %(default)s); cuda for SQuAD v2 train-sized data")
     parser.add_argument("--precision", choices=PRECISIONS, default=defaults.precision,
-                        help="auto: bfloat16 autocast where the CPU has native bf16 (AVX512-BF16/AMX), else float32")
+                        help="auto: bfloat16 autocast where the CPU has native bf16 (AVX512-BF16/AMX) or the GPU supports it, else float32")
     parser.add_argument("--max-minutes", type=float, help="stop training after this long (the best validated epoch so far is kept)")
     parser.add_argument("--limit", type=int, help="train on the first N training questions only (smoke runs)")
 
 
 def run(args) -> int:
+    from .runtime import require_visible
     from .squad.split import train_validation
 
     recipe = Recipe(epochs=args.epochs, lr=args.lr, warmup=args.warmup, batch_size=args.batch_size,
@@ -375,16 +398,20 @@ def run(args) -> int:
                     precision=args.precision)
     if args.max_minutes is not None and args.max_minutes <= 0:
         raise UserError(f"--max-minutes must be positive, not {args.max_minutes}")
+    require_visible(args.device)
     out = fresh_output(args.out)
     train_set, validation_set = train_validation(load_training_data(args.data), recipe.validation_articles)
     if args.limit is not None:
         require_at_least("--limit", args.limit)
         train_set = train_set.select(range(min(args.limit, len(train_set))))
     model, tokenizer, base_fingerprint = base_model(args.base, recipe.seed)
+    model.to(args.device)
+    where = device_name(model_device(model)) if args.device == "cuda" else f"{torch.get_num_threads()} threads"
     print(f"finetune {args.base}: {len(train_set)} training questions, {len(validation_set)} validation questions "
-          f"({recipe.validation_articles} articles); precision {autocast_dtype(recipe.precision) or torch.float32}, "
-          f"{torch.get_num_threads()} threads")
+          f"({recipe.validation_articles} articles); precision "
+          f"{autocast_dtype(recipe.precision, args.device) or torch.float32}, {where}")
     log = train(model, tokenizer, train_set, validation_set, recipe, args.max_minutes)
+    model.to("cpu")
     base_card = read_model_card(Path(args.base)) if Path(args.base).is_dir() else {}
     card = {"base": args.base, "base_fingerprint": base_fingerprint, "base_card": base_card or None,
             "data": str(args.data), "recipe": asdict(recipe),

@@ -99,6 +99,12 @@ class QAModel:
         return start.float().cpu(), end.float().cpu()
 
 
+def require_visible(device: str) -> None:
+    """Refuse --device cuda where torch sees no CUDA device, before any work starts."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is visible to torch")
+
+
 def make_ops(source: ModelSource, run_config: RunConfig, device: str, fast: bool = False,
              cache_dir: str | Path | None = None, trace: bool = False, mesh: tuple[int, int] = (1, 1)) -> Backend:
     if device not in DEVICES:
@@ -109,8 +115,7 @@ def make_ops(source: ModelSource, run_config: RunConfig, device: str, fast: bool
 
         return TtnnOps(source.shape, run_config, ttnn_cache_directory(cache_dir, source, run_config),
                        cache_directory(cache_dir, source, run_config) / MANIFEST, trace=trace, mesh=mesh)
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is visible to torch")
+    require_visible(device)
     from .backends.torch import FastTorchOps, TorchOps
 
     return (FastTorchOps if fast else TorchOps)(source.shape, run_config, device)

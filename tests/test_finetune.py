@@ -111,19 +111,23 @@ def test_windows_missing_the_answer_are_dropped(dev):
         assert answer_tokens(window, answer["answer_start"][0], answer["text"][0]) is not None
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, small_squad):
+NO_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.fixture(scope="module", params=["cpu", pytest.param("cuda", marks=NO_CUDA)])
+def tiny_run(request, tmp_path_factory, small_squad):
     out = tmp_path_factory.mktemp("finetune") / "tiny-squad2"
     result = bertl11("finetune", "--base", "tiny", "--data", str(small_squad), "--out", str(out), "--epochs", "3",
                      "--batch-size", "8", "--lr", "1e-3", "--max-seq-len", "128", "--doc-stride", "48",
-                     "--validation-articles", "1", "--precision", "float32")
+                     "--validation-articles", "1", "--precision", "float32", "--device", request.param)
     assert result.returncode == 0, result.stderr
     return out, result
 
 
-def test_finetune_loss_falls_and_writes_a_standard_hf_directory(tiny_run):
+def test_finetune_loss_falls_and_writes_a_standard_hf_directory(tiny_run, request):
     out, result = tiny_run
     card = json.loads((out / MODEL_CARD).read_text())
+    assert card["log"]["device"].split()[0] == request.node.callspec.params["tiny_run"]
     losses = [epoch["mean_loss"] for epoch in card["log"]["epochs"]]
     assert len(losses) == 3 and losses[-1] < 0.9 * losses[0], losses
     assert 0 <= card["na_prob_threshold"] <= 1
@@ -166,6 +170,13 @@ def test_bad_arguments_are_one_line_errors(tmp_path, args, words):
         base[flag] = value
     result = bertl11("finetune", *[x for pair in base.items() for x in pair])
     assert_user_error(result, *words)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
+def test_cuda_without_a_gpu_is_a_one_line_error(tmp_path):
+    result = bertl11("finetune", "--base", "tiny", "--data", str(SQUAD_DEV), "--out", str(tmp_path / "out"), "--device", "cuda")
+    assert_user_error(result, "--device cuda", "no CUDA device")
     assert not (tmp_path / "out").exists()
 
 
