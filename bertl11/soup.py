@@ -65,8 +65,6 @@ def _agreed(cards: list[dict], key, what: str):
 
 def average(states: list[dict]) -> dict:
     """The element-wise mean of state dicts with the same tensors (float64 sums, float32 result)."""
-    import torch
-
     names = {name: tuple(value.shape) for name, value in states[0].items()}
     for state in states[1:]:
         if {name: tuple(value.shape) for name, value in state.items()} != names:
