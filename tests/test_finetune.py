@@ -1,6 +1,9 @@
 """`bertl11 finetune`: labels from our windows, the fixed split, a short real run, and its output loading."""
 
 import json
+import re
+import subprocess
+import sys
 from dataclasses import replace
 
 import pytest
@@ -12,7 +15,7 @@ from bertl11.squad.data import load_squad
 from bertl11.squad.metric import normalize_answer
 from bertl11.squad.split import HELD_OUT_ARTICLES, train_validation
 from bertl11.sources import resolve_model
-from conftest import SQUAD_DEV, assert_user_error, run_cli
+from conftest import REPO, SQUAD_DEV, assert_user_error, run_cli
 
 
 def bertl11(*args):
@@ -171,6 +174,15 @@ def test_bad_arguments_are_one_line_errors(tmp_path, args, words):
     result = bertl11("finetune", *[x for pair in base.items() for x in pair])
     assert_user_error(result, *words)
     assert not (tmp_path / "out").exists()
+
+
+def test_finetune_benchmark_times_the_training_loop(small_squad):
+    """benchmarks/finetune_benchmark.py runs finetune.train for exactly --steps steps and projects an epoch."""
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "finetune_benchmark.py"), "--base", "tiny",
+                             "--steps", "2", "--data", str(small_squad)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"^2 steps in [\d.]+ s: [\d.]+ s/step", result.stdout, re.M), result.stdout
+    assert re.search(r"^SQuAD v2 train, estimated: 130,319 questions x [\d.]+ windows = [\d,]+ steps", result.stdout, re.M)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
