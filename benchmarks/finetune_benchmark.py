@@ -19,7 +19,6 @@ from dataclasses import replace
 
 import torch
 
-from bertl11 import machine
 from bertl11.finetune import PRECISIONS, TRAINING_DEVICES, Recipe, base_model, train, training_windows
 from bertl11.runtime import require_visible
 from bertl11.squad.data import read_squad_file
@@ -51,7 +50,7 @@ def main() -> None:
     seconds_per_step = 60 * log["minutes"] / log["steps"]
     windows_per_question = len(windows) / len(train_set)
     train_steps = math.ceil(SQUAD_V2_TRAIN_QUESTIONS * windows_per_question / recipe.batch_size)
-    where = log["device"] if args.device == "cuda" else f"{torch.get_num_threads()} threads, {machine.probe().capability}"
+    where = log["device"] if args.device == "cuda" else f"{torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()}"
     print(f"{args.base} on {where}, precision {log['precision']}, batch {recipe.batch_size} x up to {recipe.max_seq_len} tokens")
     print(f"{log['steps']} steps in {60 * log['minutes']:.1f} s: {seconds_per_step:.3f} s/step, "
           f"{recipe.batch_size / seconds_per_step:.1f} windows/s")
