@@ -19,9 +19,9 @@ from dataclasses import replace
 
 import torch
 
-from bertl11.finetune import PRECISIONS, TRAINING_DEVICES, Recipe, base_model, train, training_windows
+from bertl11.commands import options
+from bertl11.finetune import PRECISIONS, TRAINING_DEVICES, Recipe, base_model, load_training_data, train, training_windows
 from bertl11.runtime import require_visible
-from bertl11.squad.data import read_squad_file
 from bertl11.squad.split import train_validation
 
 SQUAD_V2_TRAIN_QUESTIONS = 130_319
@@ -29,17 +29,17 @@ SQUAD_V2_TRAIN_QUESTIONS = 130_319
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--base", default="minilm")
-    parser.add_argument("--data", default="data/squad/dev-v2.0.json")
-    parser.add_argument("--device", default="cpu", choices=TRAINING_DEVICES)
-    parser.add_argument("--steps", type=int, default=20)
+    options.add_model_option(parser, option="--base", default="minilm", what="the encoder to train")
+    options.add_data_option(parser, hub_split="train", default=str(options.LOCAL_DEV_FILE))
+    options.add_device_option(parser, TRAINING_DEVICES, "where training runs")
+    parser.add_argument("--steps", type=options.count("--steps"), default=20, help="training steps to time (default %(default)s)")
     parser.add_argument("--all-answers", action="store_true")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto")
     args = parser.parse_args()
     require_visible(args.device)
 
     recipe = Recipe(all_answers=args.all_answers, precision=args.precision)
-    train_set, _ = train_validation(read_squad_file(args.data), recipe.validation_articles)
+    train_set, _ = train_validation(load_training_data(args.data), recipe.validation_articles)
     model, tokenizer, _ = base_model(args.base, recipe.seed)
     model.to(args.device)
     windows, _ = training_windows(tokenizer, train_set, recipe)

@@ -1,4 +1,4 @@
-"""The on-disk weight cache, and the `bertl11 convert` command.
+"""The on-disk weight cache (what `bertl11 convert` fills).
 
 Converting HF weights means reading or generating the state dict, fusing QKV, transposing the linears,
 padding to tiles and rounding to the run configuration's dtypes (`weights.import_state_dict`, `bfp8.pack`).
@@ -36,7 +36,6 @@ import re
 import shutil
 import tempfile
 import threading
-import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -48,10 +47,10 @@ from safetensors.torch import save as save_safetensors
 from tqdm import tqdm
 
 from . import bfp8
-from .config import BFLOAT8_B, BFLOAT16, FLOAT32, RunConfig, get_run_config
+from .config import BFLOAT8_B, BFLOAT16, FLOAT32, RunConfig
 from .errors import UserError
 from .files import exclusive_lock
-from .sources import ModelSource, resolve_model
+from .sources import ModelSource
 from .verified import MANIFEST, StaleCache, check_digest, check_size, read_manifest, sha256_bytes
 from .weights import import_state_dict, tensor_kind
 
@@ -65,13 +64,23 @@ _SAFETENSORS_DTYPES = {"U8": torch.uint8, "BF16": torch.bfloat16, "F32": torch.f
 ROW_MAJOR_KINDS = ("embedding_weights", "layernorm_weights")
 
 
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("BERTL11_CACHE") or "~/.cache/bertl11").expanduser()
+CACHE_VARIABLE = "BERTL11_CACHE"
+DEFAULT_ROOT = "~/.cache/bertl11"
+
+
+def cache_root(cache_dir: str | Path | None = None) -> tuple[Path, str]:
+    """The weight cache's root and where that choice came from: "given" (`cache_dir`), the environment
+    variable's name, or "default"."""
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser(), "given"
+    if os.environ.get(CACHE_VARIABLE):
+        return Path(os.environ[CACHE_VARIABLE]).expanduser(), CACHE_VARIABLE
+    return Path(DEFAULT_ROOT).expanduser(), "default"
 
 
 def cache_directory(cache_dir: str | Path | None, source: ModelSource, run_config: RunConfig) -> Path:
     """Where this model's cache for this run configuration lives."""
-    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    root, _ = cache_root(cache_dir)
     model = re.sub(r"[^A-Za-z0-9._-]+", "--", source.name).strip("-.") or "model"
     return root / model / run_config.name / LAYOUT_DIRECTORY
 
@@ -340,21 +349,3 @@ def load_or_convert(
 def cache_bytes(directory: Path) -> int:
     """Size of a cache on disk."""
     return sum(p.stat().st_size for p in directory.iterdir() if p.is_file())
-
-
-def add_arguments(parser) -> None:
-    from .options import add_weight_options
-
-    add_weight_options(parser)
-    parser.add_argument("--force", action="store_true", help="convert again even if a valid cache exists")
-
-
-def run(args) -> int:
-    source = resolve_model(args.model)
-    run_config = get_run_config(args.config)
-    started = time.perf_counter()
-    _, outcome = load_or_convert(source, run_config, args.cache_dir, rebuild=args.force)
-    seconds = time.perf_counter() - started
-    state = "cache is valid, nothing to convert" if outcome.hit else outcome.detail
-    print(f"{source.name} {run_config.name}: {state} ({seconds:.1f} s, {cache_bytes(outcome.directory) / 2**20:.1f} MiB in {outcome.directory})")
-    return 0

@@ -1,7 +1,7 @@
-"""The `bertl11` command line.
+"""The `bertl11` command line: routes each command to its module in `bertl11.commands`.
 
-Each subcommand lives in the module of its concept and exposes `add_arguments(parser)` and
-`run(args) -> int`; this file only routes. A `UserError` anywhere becomes one line on stderr and exit 2.
+Each command module exposes `add_arguments(parser)` and `run(args) -> int`; shared options live in
+`commands/options.py`. A `UserError` anywhere becomes one line on stderr and exit 2.
 """
 
 from __future__ import annotations
@@ -12,31 +12,30 @@ import sys
 
 from .errors import UserError
 
-# name -> (module, one-line help)
+# name -> one-line help; the command lives in bertl11.commands.<name>
 COMMANDS = {
-    "demo": ("bertl11.demo", "answer one batch of questions from a JSON file, with timings"),
-    "squad": ("bertl11.squad.run", "run the model over SQuAD v2 and score it"),
-    "score": ("bertl11.squad.metric", "score SQuAD v2 predictions with the official semantics"),
-    "finetune": ("bertl11.finetune", "fine-tune an HF BERT encoder for SQuAD v2 question answering"),
-    "soup": ("bertl11.soup", "average the weights of fine-tuned models into one (a model soup)"),
-    "convert": ("bertl11.cache", "convert HF weights into the on-disk weight cache"),
-    "perf": ("bertl11.perf", "end-to-end throughput, optionally side by side with HF"),
-    "profile": ("bertl11.profile", "time every op of every layer; CSV and bar chart"),
-    "plan": ("bertl11.plan", "the Tensix sharding plan for a device, batch and config"),
-    "app": ("bertl11.app", "serve the QA app as a web page (Voila)"),
-    "doctor": ("bertl11.machine", "versions, CPU capability, CUDA devices, the GEMM each config uses and why, the cache"),
+    "demo": "answer one batch of questions from a JSON file, with timings",
+    "squad": "run the model over SQuAD v2 and score it",
+    "score": "score SQuAD v2 predictions with the official semantics",
+    "finetune": "fine-tune an HF BERT encoder for SQuAD v2 question answering",
+    "soup": "average the weights of fine-tuned models into one (a model soup)",
+    "convert": "convert HF weights into the on-disk weight cache",
+    "perf": "end-to-end throughput, optionally side by side with HF",
+    "profile": "time every op of every layer; CSV and bar chart",
+    "plan": "the Tensix sharding plan for a card, batch and config",
+    "app": "serve the QA app as a web page (Voila)",
+    "doctor": "versions, CPU capability, CUDA devices, the GEMM each config uses and why, the cache",
 }
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """All commands with their help; only `command`'s module is imported (most import torch, which takes seconds)
-    and given its arguments."""
+    """All commands with their help; only `command`'s module is imported and given its arguments."""
     parser = argparse.ArgumentParser(prog="bertl11", description="BERT-large SQuAD v2 question answering (metal_BERT_large_11 style).")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, (module_name, help_text) in COMMANDS.items():
+    for name, help_text in COMMANDS.items():
         sub = commands.add_parser(name, help=help_text, description=help_text)
         if name == command:
-            module = importlib.import_module(module_name)
+            module = importlib.import_module(f"bertl11.commands.{name}")
             module.add_arguments(sub)
             sub.set_defaults(handler=module.run)
     return parser
@@ -44,7 +43,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    # Known before parsing, because an option value out of range raises UserError while parsing (`options.count`).
+    # Known before parsing, because an option value out of range raises UserError while parsing (`commands.options.count`).
     command = next((a for a in argv if a in COMMANDS), None)
     prefix = " ".join(["bertl11", *([command] if command else [])])
     try:

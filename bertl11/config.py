@@ -13,6 +13,8 @@ from .errors import UserError
 from .ops import TENSORS
 
 SUPPORTED_ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh")
+# Where a model runs (`QAModel.load(device=...)`, `--device`): torch on the host or a GPU, or a Tenstorrent card.
+DEVICES = ("cpu", "cuda", "tt")
 
 
 @dataclass(frozen=True)

@@ -1,17 +1,14 @@
-"""`bertl11 demo`: answer one batch of questions from a JSON file, like the seed's demo.py, with its timings.
+"""The demo: answer one batch of questions from a JSON file, like the seed's demo.py, with its timings.
 
 The input file is a JSON list of exactly `--batch` objects `{"context": str, "question": str}` (the seed's rule).
 """
 
 from __future__ import annotations
 
-import json
-import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from . import options
 from .errors import UserError
 from .files import read_json
 
@@ -20,7 +17,6 @@ PACKAGED_INPUT = Path(str(resources.files("bertl11") / "data" / "input_data.json
 DEFAULT_BATCH = 12
 MAX_INPUT_BYTES = 16 * 1024 * 1024  # 12 SQuAD paragraphs take ~10 KB; anything near this is not a demo batch
 FIELDS = ("context", "question")
-CONTEXT_PREVIEW = 100
 
 
 @dataclass(frozen=True)
@@ -64,7 +60,7 @@ def validate_inputs(document, batch: int, where: str = "input") -> tuple[list[QA
 
 def check_batch(batch: int, device: str, card: str | None) -> None:
     """The seed's batch limits on Tenstorrent cards (one grid line per sequence); any batch >= 1 elsewhere
-    (`options.count` checks that while parsing)."""
+    (the command line checks that while parsing)."""
     if device == "tt" and card is not None:
         from .devices import get_device
 
@@ -137,57 +133,4 @@ def run_demo(inputs: list[QAInput], model_name: str, config: str, device: str, b
     return DemoResult(model.source.name, config, device, batch, rows, timings, cache, len(run.windows), list(warnings or []))
 
 
-def shorten(text: str, width: int = CONTEXT_PREVIEW) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 3].rstrip() + "..."
-
-
-def print_report(result: DemoResult, out=sys.stdout) -> None:
-    for row in result.answers:
-        answer = row["answer"] or "no answer"
-        print(f"[{row['index'] + 1}/{result.batch}] question: {row['question']}", file=out)
-        print(f"        context:  {shorten(row['context'])}", file=out)
-        print(f"        answer:   {answer}  (score {row['score']:.3g})", file=out)
-    t = result.timings
-    print(f"\n{result.model} | {result.config} | {result.device} | batch {result.batch} ({result.sequences} sequences)", file=out)
-    print(f"  preprocessing         {t['preprocessing_s']:8.3f} s", file=out)
-    print(f"  weight loading        {t['weight_loading_s']:8.3f} s  cache {result.cache}", file=out)
-    print(f"  first run             {t['first_run_s']:8.3f} s", file=out)
-    print(f"  cached run            {t['cached_run_s']:8.3f} s", file=out)
-    print(f"  throughput            {result.throughput:8.2f} inferences/s", file=out)
-    print(f"  postprocessing        {t['postprocessing_s']:8.3f} s", file=out)
-
-
-def add_arguments(parser) -> None:
-    from .sources import DEFAULT_MODEL, OFFLINE_DEFAULT
-
-    parser.add_argument("--input", type=Path, default=PACKAGED_INPUT, help="JSON list of exactly BATCH {context, question} objects")
-    options.add_model_options(parser, batch=DEFAULT_BATCH, fast=False, model=None, batch_help="inputs per batch",
-                              model_help=f"{DEFAULT_MODEL} if available, else {OFFLINE_DEFAULT}", trace=True)
-    options.add_card_option(parser, None, "with --device tt: the card, for its batch limits (default: the card ttnn opens)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
-
-
-def run(args) -> int:
-    from .config import get_run_config
-
-    trace, mesh = options.tt_settings(args)
-    check_batch(args.batch // (mesh[0] * mesh[1]), args.device, args.card)
-    inputs, warnings = read_inputs(args.input, args.batch)
-    get_run_config(args.config)
-    model_name, fallback = choose_model(args.model)
-    if fallback:
-        warnings.append(fallback)
-    for warning in warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    options.apply_threads(args)
-    result = run_demo(inputs, model_name, args.config, args.device, args.batch, args.card, warnings, args.cache_dir, args.fast,
-                      trace, mesh)
-    if args.json:
-        print(json.dumps({**asdict(result), "throughput": result.throughput}, indent=2))
-    else:
-        print_report(result)
-    return 0
-
-
-__all__ = ["DemoResult", "QAInput", "read_inputs", "validate_inputs", "run_demo", "print_report", "choose_model"]
+__all__ = ["DemoResult", "QAInput", "read_inputs", "validate_inputs", "run_demo", "choose_model", "check_batch"]

@@ -1,6 +1,4 @@
-"""`bertl11 finetune`: fine-tune an HF BERT encoder for SQuAD v2 extractive QA.
-
-    bertl11 finetune --base minilm --data data/squad/dev-v2.0.json --out out/minilm-squad2
+"""Fine-tuning an HF BERT encoder for SQuAD v2 extractive QA (what `bertl11 finetune` runs).
 
 The recipe, as data (`Recipe`):
 - Windows come from `bertl11.squad`'s own windowing (the pipeline's 384 tokens / stride 128 by default),
@@ -358,69 +356,14 @@ def save(model, tokenizer, out: Path, card: dict) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-# ---------------------------------------------------------------------------------------------- CLI
-
-def add_arguments(parser) -> None:
-    defaults = Recipe()
-    parser.add_argument("--base", required=True, help="the encoder to start from: minilm, tiny, an HF model directory or hub id")
-    parser.add_argument("--data", required=True, help="a SQuAD v2 JSON file (held-out articles are skipped), or 'hub' for rajpurkar/squad_v2 train")
-    parser.add_argument("--out", required=True, help="a new directory for the fine-tuned model")
-    parser.add_argument("--epochs", type=float, default=defaults.epochs, help=f"passes over the training windows (default {defaults.epochs})")
-    parser.add_argument("--lr", type=float, default=defaults.lr, help=f"peak learning rate (default {defaults.lr})")
-    parser.add_argument("--warmup", type=float, default=defaults.warmup, help=f"share of steps warming up (default {defaults.warmup})")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help=f"windows per step (default {defaults.batch_size})")
-    parser.add_argument("--max-seq-len", type=int, default=defaults.max_seq_len, help=f"tokens per window (default {defaults.max_seq_len})")
-    parser.add_argument("--doc-stride", type=int, default=defaults.doc_stride, help=f"context tokens shared by neighbouring windows (default {defaults.doc_stride})")
-    parser.add_argument("--seed", type=int, default=defaults.seed, help=f"seeds the shuffle and any new weights (default {defaults.seed})")
-    parser.add_argument("--validation-articles", type=int, default=defaults.validation_articles,
-                        help=f"articles at the end of the training pool kept for validation and the threshold (default {defaults.validation_articles})")
-    parser.add_argument("--train-word-embeddings", action="store_true", help="also train the word embedding table (frozen by default)")
-    parser.add_argument("--all-answers", action="store_true",
-                        help="train on every distinct gold span of a question (SQuAD dev lists up to 5), not only the first")
-    parser.add_argument("--deletion-negatives", action="store_true",
-                        help="also train each answerable question on its paragraph without the answer's sentences, as unanswerable")
-    parser.add_argument("--device", choices=TRAINING_DEVICES, default="cpu",
-                        help="where training runs (default %(default)s); cuda for SQuAD v2 train-sized data")
-    parser.add_argument("--precision", choices=PRECISIONS, default=defaults.precision,
-                        help="auto: bfloat16 autocast where the CPU has native bf16 (AVX512-BF16/AMX) or the GPU supports it, else float32")
-    parser.add_argument("--max-minutes", type=float, help="stop training after this long (the best validated epoch so far is kept)")
-    parser.add_argument("--limit", type=int, help="train on the first N training questions only (smoke runs)")
-
-
-def run(args) -> int:
-    from .runtime import require_visible
-    from .squad.split import train_validation
-
-    recipe = Recipe(epochs=args.epochs, lr=args.lr, warmup=args.warmup, batch_size=args.batch_size,
-                    max_seq_len=args.max_seq_len, doc_stride=args.doc_stride, seed=args.seed,
-                    validation_articles=args.validation_articles, freeze_word_embeddings=not args.train_word_embeddings,
-                    all_answers=args.all_answers, deletion_negatives=args.deletion_negatives,
-                    precision=args.precision)
-    if args.max_minutes is not None and args.max_minutes <= 0:
-        raise UserError(f"--max-minutes must be positive, not {args.max_minutes}")
-    require_visible(args.device)
-    out = fresh_output(args.out)
-    train_set, validation_set = train_validation(load_training_data(args.data), recipe.validation_articles)
-    if args.limit is not None:
-        require_at_least("--limit", args.limit)
-        train_set = train_set.select(range(min(args.limit, len(train_set))))
-    model, tokenizer, base_fingerprint = base_model(args.base, recipe.seed)
-    model.to(args.device)
-    where = device_name(model_device(model)) if args.device == "cuda" else f"{torch.get_num_threads()} threads"
-    print(f"finetune {args.base}: {len(train_set)} training questions, {len(validation_set)} validation questions "
-          f"({recipe.validation_articles} articles); precision "
-          f"{autocast_dtype(recipe.precision, args.device) or torch.float32}, {where}")
-    log = train(model, tokenizer, train_set, validation_set, recipe, args.max_minutes)
-    model.to("cpu")
-    base_card = read_model_card(Path(args.base)) if Path(args.base).is_dir() else {}
-    card = {"base": args.base, "base_fingerprint": base_fingerprint, "base_card": base_card or None,
-            "data": str(args.data), "recipe": asdict(recipe),
+def model_card(base: str, base_fingerprint: str, data: str, recipe: Recipe, train_set, validation_set, log: dict) -> dict:
+    """The `bertl11.json` of a fine-tune: its base (and the base's own card, for a later stage), data, recipe,
+    split, null-score threshold and training log."""
+    base_card = read_model_card(Path(base)) if Path(base).is_dir() else {}
+    return {"base": base, "base_fingerprint": base_fingerprint, "base_card": base_card or None,
+            "data": str(data), "recipe": asdict(recipe),
             "train_questions": len(train_set), "validation_articles": sorted(set(validation_set["title"])),
             "na_prob_threshold": log.get("na_prob_threshold"), "log": log}
-    save(model, tokenizer, out, card)
-    print(f"wrote {out} after {log['steps']} steps in {log['minutes']:.1f} min"
-          + (f"; best epoch {log['best_epoch']}, na_prob threshold {log['na_prob_threshold']:.4g}" if "best_epoch" in log else ""))
-    return 0
 
 
 def read_model_card(directory: Path) -> dict:

@@ -22,7 +22,6 @@ import os
 import platform
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
@@ -211,50 +210,3 @@ def package_version(name: str) -> str:
         return version(name)
     except PackageNotFoundError:
         return "not installed"
-
-
-# `bertl11 doctor`: what this machine runs, one line per fact.
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("--cache-dir", type=Path, default=None,
-                        help="weight cache root to report (default $BERTL11_CACHE or ~/.cache/bertl11)")
-
-
-def report_lines(cache_dir: Path | None = None) -> list[str]:
-    from . import __version__
-    from .backends.torch import FastTorchOps, TorchOps
-    from .cache import default_cache_dir
-    from .config import RUN_CONFIGS, BertShape
-
-    found = probe()
-    rates = ", ".join(found.rate_text(k) for k in found.rates)
-    m, k, n = PROBE_SHAPE
-    lines = [
-        f"bertl11: {__version__} (python {platform.python_version()})",
-        f"torch: {torch.__version__}",
-        f"transformers: {package_version('transformers')}",
-        f"ttnn: {package_version('ttnn')}",
-        f"onnxruntime: {package_version('onnxruntime')} (benchmarks only: pip install 'bertl11[bench]')",
-        f"CPU: {cpu_name()}; torch capability {found.capability}; flags {found.flags_text()}",
-        f"threads: {found.threads} (torch.get_num_threads)",
-        f"GEMM rates, one thread, {m}x{k} @ {k}x{n} (int8: the whole linear, quantisation included): {rates}",
-        f"CUDA: {'; '.join(cuda_devices()) or 'no CUDA device visible'}",
-    ]
-    shape = BertShape(30522, 1024, 24, 16, 4096, 512, 2, 1e-12, "gelu")  # BERT-large; kernels depend on config only
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    for device in devices:
-        for name, run_config in RUN_CONFIGS.items():
-            simulated = TorchOps(shape, run_config, device).kernel()
-            fast = FastTorchOps(shape, run_config, device).kernel()
-            lines.append(f"GEMM {name} on {device}: simulation {simulated}; --fast {fast}")
-    root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-    origin = "--cache-dir" if cache_dir else ("$BERTL11_CACHE" if os.environ.get("BERTL11_CACHE") else "default")
-    lines.append(f"weight cache: {root} ({origin}; {'exists' if root.is_dir() else 'not created yet'})")
-    return lines
-
-
-def run(args) -> int:
-    for line in report_lines(args.cache_dir):
-        print(line)
-    return 0

@@ -1,4 +1,4 @@
-"""`bertl11 perf`: end-to-end throughput, first run and cached runs, side by side with HF transformers.
+"""End-to-end throughput, first run and cached runs, side by side with HF transformers (`bertl11 perf`).
 
 Like the seed's perf test: the first run (any compile, graph capture or lazy setup included), then N cached
 runs; inferences/s = batch / mean cached time. `--compare hf` times HF's `BertForQuestionAnswering` (eager,
@@ -17,18 +17,14 @@ import copy
 import platform
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from statistics import fmean, median
 
 import torch
 
-from . import options
 from .compare import pcc
 from .errors import UserError
-from .files import check_output_path, write_csv
 
 INPUT_SEED = 384
-DEFAULT_ITERATIONS = 10
 
 
 @dataclass
@@ -57,37 +53,6 @@ def paired_speedup(ours: Timing, reference: Timing) -> float:
     where the ratio of means drifts with the load.
     """
     return median(r / o for o, r in zip(ours.cached, reference.cached))
-
-
-def add_model_arguments(parser, *, default_iterations: int = DEFAULT_ITERATIONS, trace: bool | None = None) -> None:
-    """The options `perf` and `profile` share: the model options (fast path by default) and the input's shape.
-    `trace`: perf offers --trace (off by default: the first run then shows the op-by-op path); profile times ops."""
-    options.add_model_options(parser, batch=1, fast=True, batch_help="sequences per inference", trace=trace)
-    parser.add_argument("--seq", type=options.count("--seq", 2), default=384, help="sequence length (default %(default)s)")
-    parser.add_argument("--iterations", type=options.count("--iterations"), default=default_iterations,
-                        help="cached runs to time after the first (default %(default)s)")
-
-
-def add_arguments(parser) -> None:
-    add_model_arguments(parser, trace=False)
-    parser.add_argument("--compare", choices=("hf",), default=None,
-                        help="also time HF transformers BertForQuestionAnswering on the same inputs, in float32 "
-                             "and (where native) bfloat16; the faster is the yardstick")
-    parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the model (on CUDA with CUDA graphs); the first run includes compilation")
-    parser.add_argument("--csv", type=Path, default=None, help="write the report as a one-row CSV")
-
-
-def load_model(args, outputs: dict[str, Path | None]):
-    """The model `args` describe, with its sequence length checked against its position table. The `outputs`
-    ({option: path}) are checked first: a bad output path is refused before a long run, not after it."""
-    for option, path in outputs.items():
-        if path is not None:
-            check_output_path(path, option)
-    model = options.load_model(args)
-    if args.seq > model.shape.max_position_embeddings:
-        raise UserError(f"--seq {args.seq} exceeds the model's {model.shape.max_position_embeddings} positions")
-    return model
 
 
 def synthetic_inputs(vocab_size: int, batch: int, seq: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -163,33 +128,30 @@ def versions() -> str:
     return f"bertl11 {__version__}; torch {torch.__version__}; transformers {transformers.__version__}; python {platform.python_version()}"
 
 
-def measure(args) -> dict:
-    """Run the benchmark `args` describe and return the report row."""
-    with load_model(args, {"--csv": args.csv}) as model:
-        return _measure(model, args)
-
-
-def _measure(model, args) -> dict:
+def measure(model, *, batch: int, seq: int, iterations: int, compare_hf: bool = False, compile: bool = False) -> dict:
+    """The report row of `model` run `iterations` times after a first run on seeded inputs of `batch` x `seq`;
+    with `compare_hf`, HF's model is timed run by run beside it (the faster of its dtypes is the yardstick)."""
     from tqdm.auto import tqdm
 
-    inputs = synthetic_inputs(model.shape.vocab_size, args.batch, args.seq)
-    ours_run = compiled(model, args.device) if args.compile else model
+    device = model.device
+    inputs = synthetic_inputs(model.shape.vocab_size, batch, seq)
+    ours_run = compiled(model, device) if compile else model
     ours, theirs = Timing(), Timing()
     ours.first, logits = timed(ours_run, inputs)
     logits = torch.stack(logits)
     row = {
-        "Model": model.source.name, "Config": args.config, "Device": args.device, "Numerics": model.ops.describe(),
-        "Path": ("fast" if args.fast else "simulated") + (", compiled" if args.compile else ""),
-        "Batch": args.batch, "Seq": args.seq, "Iterations": args.iterations, "Threads": torch.get_num_threads(),
+        "Model": model.source.name, "Config": model.run_config.name, "Device": device, "Numerics": model.ops.describe(),
+        "Path": ("fast" if model.fast else "simulated") + (", compiled" if compile else ""),
+        "Batch": batch, "Seq": seq, "Iterations": iterations, "Threads": torch.get_num_threads(),
         "Load Time (s)": round(model.load_report.seconds, 3),
     }
     kernel = model.ops.kernel()
     if kernel is not None:
         row["Kernel"] = kernel
     hf_runs, theirs, skipped = {}, {}, ""
-    if args.compare == "hf":
-        dtypes, skipped = hf_dtypes(args.device)
-        hf32 = model.source.hf_model().to(args.device if args.device in ("cpu", "cuda") else "cpu")
+    if compare_hf:
+        dtypes, skipped = hf_dtypes(device)
+        hf32 = model.source.hf_model().to(device if device in ("cpu", "cuda") else "cpu")
         reference = hf_logits(hf32, inputs)
         row["PCC vs HF float32 (start)"] = round(pcc(logits[0], reference[0]), 6)
         row["PCC vs HF float32 (end)"] = round(pcc(logits[1], reference[1]), 6)
@@ -198,7 +160,7 @@ def _measure(model, args) -> dict:
             hf_runs[dtype] = lambda *i, hf=hf: hf_logits(hf, i)
             theirs[dtype] = Timing()
             theirs[dtype].first, _ = timed(hf_runs[dtype], inputs)
-    for _ in tqdm(range(args.iterations), desc="cached runs", unit="run", leave=False):
+    for _ in tqdm(range(iterations), desc="cached runs", unit="run", leave=False):
         ours.cached.append(timed(ours_run, inputs)[0])
         for dtype, hf_run in hf_runs.items():
             theirs[dtype].cached.append(timed(hf_run, inputs)[0])
@@ -207,7 +169,7 @@ def _measure(model, args) -> dict:
         "Compile Time (s)": round(max(ours.first - ours.mean, 0.0), 4),
         "Inference Time (s)": round(ours.mean, 4),
         "Min Inference Time (s)": round(ours.best, 4),
-        "Throughput (inf/s)": round(ours.throughput(args.batch), 3),
+        "Throughput (inf/s)": round(ours.throughput(batch), 3),
     }
     if theirs:
         yardstick = min(theirs, key=lambda dtype: theirs[dtype].mean)
@@ -215,24 +177,13 @@ def _measure(model, args) -> dict:
             "HF Dtype": dtype_name(yardstick),
             "HF First Run (s)": round(theirs[yardstick].first, 4),
             "HF Inference Time (s)": round(theirs[yardstick].mean, 4),
-            "HF Throughput (inf/s)": round(theirs[yardstick].throughput(args.batch), 3),
+            "HF Throughput (inf/s)": round(theirs[yardstick].throughput(batch), 3),
             "Speedup vs HF": round(paired_speedup(ours, theirs[yardstick]), 2),
         }
         for dtype in (torch.float32, torch.bfloat16):
             name = dtype_name(dtype)
             timing = theirs.get(dtype)
-            row[f"HF {name} Throughput (inf/s)"] = round(timing.throughput(args.batch), 3) if timing else skipped
+            row[f"HF {name} Throughput (inf/s)"] = round(timing.throughput(batch), 3) if timing else skipped
             row[f"Speedup vs HF {name}"] = round(paired_speedup(ours, timing), 2) if timing else skipped
     row["Versions"] = versions()
     return row
-
-
-def run(args) -> int:
-    row = measure(args)
-    width = max(len(k) for k in row)
-    for key, value in row.items():
-        print(f"{key:<{width}}  {value}")
-    if args.csv:
-        write_csv(args.csv, [row])
-        print(f"wrote {args.csv}")
-    return 0

@@ -15,17 +15,15 @@ and concat-heads then stay on the core). From that layout every number follows:
 
 and is then validated: tiles divide, subblocks fit the registers, every op's shards plus circular buffers fit
 the core's free L1 (buffer sizes from the tile sizes of the run config's dtypes), the grid fits the device.
-For Grayskull e150, batch 12, BFLOAT8_B-SHARDED this reproduces the seed's tt/model_config.py numbers.
-
-    bertl11 plan --card e150 --batch 12 --config BFLOAT8_B-SHARDED
+For Grayskull e150, batch 12, BFLOAT8_B-SHARDED this reproduces the seed's tt/model_config.py numbers
+(`bertl11 plan --card e150 --batch 12 --config BFLOAT8_B-SHARDED` prints it).
 """
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass, field, replace
 
-from .config import BFLOAT8_B, BFLOAT16, DEFAULT_RUN_CONFIG, DRAM, FLOAT32, L1, SHARDED, TT_CONFIGS, BertShape, RunConfig, get_run_config
+from .config import BFLOAT8_B, BFLOAT16, DEFAULT_RUN_CONFIG, DRAM, FLOAT32, L1, SHARDED, BertShape, RunConfig, get_run_config
 from .devices import COL_MAJOR, DEST_TILES_FP32_ACC, DEST_TILES_HALF_SYNC, Device, get_device
 from .errors import UserError, require_at_least
 from .ops import BATCHED_MATMUL, DATA_MOVEMENT, ENCODER, ENCODER_OPS, LAYER_INPUT, LAYERNORM, LINEAR, OPS, SOFTMAX, OpSpec
@@ -605,17 +603,3 @@ def format_plan(plan: Plan) -> str:
     for r in rows:
         lines.append("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
     return "\n".join(lines)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .options import add_batch_option, add_card_option
-
-    add_card_option(parser, "e150", "Tenstorrent card (default %(default)s)")
-    add_batch_option(parser, 12, "sequences per batch")
-    parser.add_argument("--config", default=DEFAULT_RUN_CONFIG, metavar="CONFIG",
-                        help=f"run configuration: {', '.join(TT_CONFIGS)} (default %(default)s)")
-
-
-def run(args: argparse.Namespace) -> int:
-    print(format_plan(make_plan(args.card, args.batch, args.config)))
-    return 0

@@ -1,4 +1,4 @@
-"""`bertl11 profile`: time every op of every layer, like the seed's device profile, as CSV and a bar chart.
+"""Timing every op of every layer, like the seed's device profile, as CSV rows and a bar chart (`bertl11 profile`).
 
 `ProfilingOps` wraps a backend: each op call is timed (the device synchronised on both sides) and its
 matmul FLOPs counted from the shapes. It does not fuse attention, so the model runs the seed's 11 encoder
@@ -17,11 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
 
+from .files import atomic_output
 from .ops import BATCHED_MATMUL, ENCODER_OPS, HEAD, LINEAR, OPS, Backend, op_label
-from .files import atomic_output, write_csv
-from .perf import add_model_arguments, load_model, synthetic_inputs
-
-DEFAULT_ITERATIONS = 3
 
 
 def _shape(t) -> tuple[int, ...]:
@@ -176,26 +173,3 @@ def plot(calls: list[OpCall], path: Path, title: str) -> None:
     with atomic_output(path, "--plot") as temporary:
         fig.savefig(temporary, format="png", dpi=110)
     plt.close(fig)
-
-
-def add_arguments(parser) -> None:
-    add_model_arguments(parser, default_iterations=DEFAULT_ITERATIONS)
-    parser.add_argument("--csv", type=Path, required=True, help="write one row per executed op to this CSV")
-    parser.add_argument("--plot", type=Path, default=None, help="also draw time by op as a PNG bar chart")
-
-
-def run(args) -> int:
-    with load_model(args, {"--csv": args.csv, "--plot": args.plot}) as model:
-        calls = profile_model(model, synthetic_inputs(model.shape.vocab_size, args.batch, args.seq), args.iterations)
-    write_csv(args.csv, report_rows(calls))
-    total = sum(c.seconds for c in calls)
-    print(f"{model.source.name} {args.config} batch {args.batch} seq {args.seq} on {args.device}: "
-          f"{total * 1e3:.1f} ms per inference over {len(calls)} op calls")
-    for op, (seconds, flops) in totals_by_op(calls).items():
-        rate = f"{flops / seconds / 1e9:8.1f} GFLOP/s" if flops else ""
-        print(f"  {op_label(op):<22} {seconds * 1e3:9.2f} ms  {100 * seconds / total:5.1f}%  {rate}")
-    print(f"wrote {args.csv}")
-    if args.plot:
-        plot(calls, args.plot, f"{model.source.name}, {args.config}, batch {args.batch}, seq {args.seq}, {args.device}")
-        print(f"wrote {args.plot}")
-    return 0

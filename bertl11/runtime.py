@@ -13,12 +13,10 @@ from pathlib import Path
 import torch
 
 from .cache import load_or_convert
-from .config import DEFAULT_RUN_CONFIG, RunConfig, get_run_config
+from .config import DEFAULT_RUN_CONFIG, DEVICES, RunConfig, get_run_config
 from .errors import UserError
 from .ops import Backend
 from .sources import ModelSource, resolve_model
-
-DEVICES = ("cpu", "cuda", "tt")
 
 
 @dataclass
@@ -41,6 +39,7 @@ class QAModel:
     params: object
     load_report: LoadReport = field(default_factory=lambda: LoadReport(0.0))
     device: str = "cpu"  # one of DEVICES
+    fast: bool = False  # the torch backend's speed path, not the simulation of the config
 
     @classmethod
     def load(
@@ -65,7 +64,7 @@ class QAModel:
         flat, outcome = load_or_convert(source, run_config, cache_dir)
         params = ops.prepare(flat)
         report = LoadReport(time.perf_counter() - started, outcome.hit, outcome.detail)
-        return cls(source, run_config, ops, params, report, device)
+        return cls(source, run_config, ops, params, report, device, fast)
 
     def close(self) -> None:
         """Give the backend's device back (a Tenstorrent card; nothing to do for torch)."""

@@ -1,6 +1,4 @@
-"""`bertl11 soup`: one model from the average of several fine-tuned models' weights (a uniform model soup).
-
-    bertl11 soup --models out/stage1 out/stage2-seed11 out/stage2-seed12 --data data/squad/dev-v2.0.json --out out/soup
+"""A model soup: one model from the average of several fine-tuned models' weights (what `bertl11 soup` makes).
 
 Fine-tunes that start from the same weights stay in one basin of the loss, so the element-wise mean of
 their weights is itself a good model, and usually a better one than any of them: it averages out the
@@ -72,48 +70,38 @@ def average(states: list[dict]) -> dict:
     return {name: (sum(state[name].double() for state in states) / len(states)).float() for name in names}
 
 
-def add_arguments(parser) -> None:
-    parser.add_argument("--models", nargs="+", required=True, metavar="DIR",
-                        help="bertl11 finetune output directories from the same base, validated on the same articles")
-    parser.add_argument("--data", required=True, help="the SQuAD v2 JSON file they were fine-tuned on (for validation)")
-    parser.add_argument("--out", required=True, help="a new directory for the averaged model")
-
-
-def run(args) -> int:
+def make_soup(models: list[str], data: str, out: str) -> tuple[Path, list[tuple[Path, dict]], dict]:
+    """Average the fine-tuned `models` into a new directory `out`, validated on their validation articles of
+    `data` for its own null-score threshold. Returns (out, [(ingredient, its card)], the soup's validation scores)."""
     from safetensors.torch import load_file
     from transformers import AutoTokenizer, BertForQuestionAnswering
 
     from .squad.split import train_validation
 
-    if len(args.models) < MINIMUM_INGREDIENTS:
-        raise UserError(f"--models needs at least {MINIMUM_INGREDIENTS} directories to average, not {len(args.models)}")
-    ingredients = [_ingredient(directory) for directory in args.models]
+    if len(models) < MINIMUM_INGREDIENTS:
+        raise UserError(f"--models needs at least {MINIMUM_INGREDIENTS} directories to average, not {len(models)}")
+    ingredients = [_ingredient(directory) for directory in models]
     cards = [card for _, card in ingredients]
     base, base_fingerprint = _agreed(cards, root, "the base weights their first stage started from")
     articles = _agreed(cards, lambda card: card.get("validation_articles"), "their validation articles")
     if not articles:
         raise UserError("--models: the models were fine-tuned without validation articles; the soup needs them for its threshold")
-    out = fresh_output(args.out)
-    _, validation_set = train_validation(load_training_data(args.data), len(articles))
+    path = fresh_output(out)
+    _, validation_set = train_validation(load_training_data(data), len(articles))
     if sorted(set(validation_set["title"])) != sorted(articles):
-        raise UserError(f"--data {args.data}: its validation articles are not the ones the models validated on ({', '.join(articles)})")
+        raise UserError(f"--data {data}: its validation articles are not the ones the models validated on ({', '.join(articles)})")
 
     first = ingredients[0][0]
     model = BertForQuestionAnswering.from_pretrained(str(first))
-    model.load_state_dict(average([load_file(str(path / "model.safetensors")) for path, _ in ingredients]))
+    model.load_state_dict(average([load_file(str(directory / "model.safetensors")) for directory, _ in ingredients]))
     tokenizer = AutoTokenizer.from_pretrained(str(first))
     windows = validation_windows(cards[0])
     scores = validate(model, tokenizer, validation_set, windows, autocast_dtype("auto"))
-    card = {"base": base, "base_fingerprint": base_fingerprint, "data": str(args.data),
-            "soup": cards, "models": [str(path) for path, _ in ingredients],
+    card = {"base": base, "base_fingerprint": base_fingerprint, "data": str(data),
+            "soup": cards, "models": [str(directory) for directory, _ in ingredients],
             "windows": {key: getattr(windows, key) for key in WINDOW_KEYS},
             # the ingredients trained on the same pool; one may have used only part of it (--limit)
             "train_questions": max(card.get("train_questions") or 0 for card in cards),
             "validation_articles": articles, "na_prob_threshold": scores["best_f1_thresh"], "validation": scores}
-    save(model, tokenizer, out, card)
-    for path, ingredient_card in ingredients:
-        best_f1 = validation_best_f1(ingredient_card)
-        print(f"  {path}: validation best F1 " + ("unknown" if best_f1 is None else f"{best_f1:.2f}"))
-    print(f"wrote {out}: the average of {len(ingredients)} models, validation best F1 {scores['best_f1']:.2f} "
-          f"at na_prob threshold {scores['best_f1_thresh']:.4g}")
-    return 0
+    save(model, tokenizer, path, card)
+    return path, ingredients, scores

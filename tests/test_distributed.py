@@ -17,7 +17,7 @@ import pytest
 from bertl11.cli import main
 from bertl11.distributed import Ranks, shard, threads_per_rank
 from bertl11.errors import UserError
-from bertl11.squad.run import OUT_LOCK
+from bertl11.commands.squad import OUT_LOCK
 from conftest import REPO, SQUAD_DEV, run_cli
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
@@ -162,7 +162,7 @@ def test_ranks_come_from_torchruns_environment():
 def test_threads_default_to_the_cores_over_the_local_ranks(monkeypatch):
     import torch
 
-    from bertl11.options import apply_threads
+    from bertl11.commands.options import apply_threads
 
     before = torch.get_num_threads()
     monkeypatch.setenv("RANK", "1"), monkeypatch.setenv("WORLD_SIZE", "4"), monkeypatch.setenv("LOCAL_RANK", "1")

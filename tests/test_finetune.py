@@ -162,7 +162,7 @@ def test_finetuned_directory_loads_in_hf_and_as_model_dir(tiny_run):
 
 @pytest.mark.parametrize("args, words", [
     (["--epochs", "0"], ["--epochs"]),
-    (["--batch-size", "0"], ["--batch-size"]),
+    (["--batch", "0"], ["--batch"]),
     (["--validation-articles", "99"], ["--validation-articles"]),
     (["--base", "no-such-model"], ["unknown model"]),
     (["--data", "/no/such/file.json"], ["does not exist"]),

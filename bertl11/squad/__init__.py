@@ -12,14 +12,24 @@ The pieces `answer` is made of (for timing them apart, or for the `bertl11 squad
 data and `evaluate` scores predictions like the official SQuAD v2 script.
 """
 
-from .data import answers_by_id, load_squad
-from .metric import evaluate
-from .pipeline import answer, buckets_by_default, run_model
-from .postprocess import Answer, SpanSearch, postprocess
-from .preprocess import Batch, Window, WindowConfig, bucketed_batches, encode, make_batches, static_batches
+from importlib import import_module
 
-__all__ = [
-    "Answer", "Batch", "SpanSearch", "Window", "WindowConfig", "answer", "answers_by_id", "bucketed_batches",
-    "buckets_by_default", "encode", "evaluate", "load_squad", "make_batches", "postprocess", "run_model",
-    "static_batches",
-]
+# name -> the submodule that defines it. Imported on first use: the preprocessing and the pipeline need torch,
+# which `bertl11 score` (the metric alone) should not wait for.
+_HOMES = {
+    "answers_by_id": "data", "load_squad": "data",
+    "evaluate": "metric",
+    "answer": "pipeline", "buckets_by_default": "pipeline", "run_model": "pipeline",
+    "Answer": "postprocess", "SpanSearch": "postprocess", "postprocess": "postprocess",
+    "Batch": "preprocess", "Window": "preprocess", "WindowConfig": "preprocess", "bucketed_batches": "preprocess",
+    "encode": "preprocess", "make_batches": "preprocess", "static_batches": "preprocess",
+}
+
+
+def __getattr__(name: str):
+    if name in _HOMES:
+        return getattr(import_module(f".{_HOMES[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = sorted(_HOMES)

@@ -24,8 +24,6 @@ from ..sources import hub_reachable
 HUB_DATASET = "rajpurkar/squad_v2"
 HUB_SPLIT = "validation"
 LOCAL_DEV_FILE = Path("data") / "squad" / "dev-v2.0.json"  # relative: the checkout's copy, run from its root
-DATA_HELP = (f"'hub' ({HUB_DATASET} validation), a SQuAD-format JSON file, or 'auto' (the hub if reachable, "
-             f"else {LOCAL_DEV_FILE} in the current directory; the default)")
 
 
 def _features():

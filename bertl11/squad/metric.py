@@ -9,23 +9,19 @@
                 highest running score and the na_prob where it was reached
 
 Like the official script, ids without a prediction are reported and left out of every total; unlike it,
-the HasAns/NoAns splits then also leave them out instead of failing with a KeyError.
-
-`bertl11 score --data FILE --predictions PRED.json [--na-probs NA.json] [--na-prob-thresh T]` prints the
-result as one JSON object with the official key names.
+the HasAns/NoAns splits then also leave them out instead of failing with a KeyError. `bertl11 score` prints
+`evaluate`'s result as one JSON object with the official key names.
 """
 
 from __future__ import annotations
 
 import collections
-import json
 import re
 import string
 import sys
 from collections.abc import Mapping
 
 from ..errors import UserError
-from ..files import read_json
 
 _PUNCTUATION = frozenset(string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
@@ -153,36 +149,3 @@ def report_missing(missing: list[str], stream=None) -> None:
         print(f"Missing prediction for {qid}", file=stream)
     if len(missing) > MISSING_SHOWN:
         print(f"... {len(missing) - MISSING_SHOWN} more ids lack a prediction ({len(missing)} in all)", file=stream)
-
-
-def _read_id_map(path: str, what: str, value_types: tuple) -> dict:
-    data = read_json(path, f"{what} file")
-    if not isinstance(data, dict):
-        raise UserError(f"{what} file {path} must hold one JSON object mapping question ids to values")
-    for qid, value in data.items():
-        if not isinstance(value, value_types) or isinstance(value, bool):
-            raise UserError(f"{what} file {path}: the value for {qid!r} is {type(value).__name__}, not {value_types[0].__name__}")
-    return data
-
-
-def add_arguments(parser) -> None:
-    from ..options import add_data_option
-
-    add_data_option(parser)
-    parser.add_argument("--predictions", required=True, help="JSON object: question id -> predicted answer text ('' for no answer)")
-    parser.add_argument("--na-probs", help="JSON object: question id -> probability that the question has no answer")
-    parser.add_argument("--na-prob-thresh", type=float, default=1.0,
-                        help="count a question as predicted 'no answer' when its na_prob exceeds this (default 1.0)")
-
-
-def run(args) -> int:
-    from .data import answers_by_id, load_squad
-
-    predictions = _read_id_map(args.predictions, "predictions", (str,))
-    na_probs = _read_id_map(args.na_probs, "na-probs", (float, int)) if args.na_probs else None
-    answers = answers_by_id(load_squad(args.data))
-    result = evaluate(answers, predictions, na_probs, args.na_prob_thresh)  # fails first when nothing matches
-    report_missing(missing_predictions(answers, predictions))
-    print(json.dumps(result, indent=2))
-    return 0
-

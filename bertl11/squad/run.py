@@ -1,67 +1,23 @@
-"""`bertl11 squad`: run a model over SQuAD v2 and score it.
-
-    bertl11 squad --model tiny --data data/squad/dev-v2.0.json --limit 200
+"""A model's pass over SQuAD v2 questions, scored: `run_squad` (what `bertl11 squad` runs).
 
 Every question is answered, unanswerable ones included, from all windows of its context, with HF
 pipeline semantics and handle_impossible_answer: the answer is "" when the null score beats every span,
 or, for a model that ships a null-score threshold (minilm-squad2), when na_prob exceeds it
 (--pipeline-null restores the pipeline's rule). --split held-out scores only the articles never trained on.
-Writes predictions.json (id -> answer) and na_probs.json (id -> na_prob) to --out, the files the official
-script and `bertl11 score` read, and prints the score, its HasAns/NoAns split, the best na_prob threshold
-and the throughput.
-
-Under torchrun (`torchrun --nproc-per-node N -m bertl11 squad ...`) the ranks share the batches and rank 0
-post-processes, scores, writes and prints; the predictions are those of one process (`distributed.py`).
-Only one run at a time writes to an --out: a second one is refused.
+Under torchrun the ranks share the batches and rank 0 post-processes and scores; the predictions are those of
+one process (`distributed.py`).
 """
 
 from __future__ import annotations
 
-import argparse
-from contextlib import nullcontext
 from dataclasses import dataclass
-from pathlib import Path
 
-from .. import options
-from ..distributed import Job, Ranks
-from ..errors import UserError
-from ..files import exclusive_lock, write_json_files
+from ..distributed import Job
 from ..runtime import QAModel
-from .data import answers_by_id, load_squad
+from .data import answers_by_id
 from .metric import evaluate
-from .pipeline import buckets_by_default, run_pipeline
+from .pipeline import run_pipeline
 from .postprocess import Answer, SpanSearch
-from .split import SPLIT_HELP, SPLITS
-
-OUT_LOCK = ".squad.lock"  # in --out, held by the run writing there
-
-
-def add_arguments(parser) -> None:
-    options.add_model_options(parser, batch=8, fast=False, trace=True)
-    options.add_data_option(parser)
-    parser.add_argument("--split", default="all", choices=SPLITS, help=SPLIT_HELP)
-    parser.add_argument("--limit", type=options.count("--limit"), help="only the first N questions (of the split)")
-    parser.add_argument("--sample", type=options.count("--sample"),
-                        help="N questions of the split drawn with --seed (a reproducible slice)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of --sample (default 0)")
-    parser.add_argument("--pipeline-null", action="store_true",
-                        help="decide 'no answer' like HF's pipeline (null score beats every span) even for a model that ships a threshold")
-    parser.add_argument("--out", default="out/squad", help="directory for predictions.json and na_probs.json (default out/squad)")
-    parser.add_argument("--bucket", action=argparse.BooleanOptionalAction, default=None,
-                        help="batch windows of similar length, each batch padded to a multiple of 32 (default: on for "
-                             "cpu/cuda; off for tt, which runs one static 384-token shape)")
-    options.add_rank_timeout_option(parser)
-
-
-def _output_dir(out: str) -> Path:
-    path = Path(out)
-    if path.exists() and not path.is_dir():
-        raise UserError(f"--out {out} exists and is not a directory")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UserError(f"cannot create --out {out}: {error.strerror}") from None
-    return path
 
 
 @dataclass
@@ -105,43 +61,3 @@ def run_squad(model: QAModel, dataset, batch: int = 8, bucket: bool | None = Non
     return result
 
 
-def run(args) -> int:
-    ranks = Ranks.from_environment()
-    bucket = buckets_by_default(args.device) if args.bucket is None else args.bucket
-    if bucket and args.device == "tt":
-        raise UserError("--bucket: the tt device runs one static sequence length (384); use --no-bucket")
-    if ranks.many and args.device == "tt":
-        raise UserError("--device tt runs in one process; start it without torchrun")
-    out = Path(args.out) if not ranks.main else _output_dir(args.out)  # only rank 0 writes
-    dataset = load_squad(args.data, args.limit, split=args.split, sample=args.sample, seed=args.seed)
-    job = Job(ranks, args.device, args.rank_timeout) if ranks.many else None
-    with job or nullcontext():
-        # Refused rather than waited for: a second run would only overwrite the first one's results.
-        with exclusive_lock(out / OUT_LOCK, f"another bertl11 squad writing to {out}", wait=False) if ranks.main else nullcontext():
-            with job.node_leader_first() if job else nullcontext():
-                model = options.load_model(args)
-            with model:
-                result = run_squad(model, dataset, args.batch, bucket, progress=True,
-                                   use_model_threshold=not args.pipeline_null, job=job)
-            if result is None:
-                return 0  # another rank's share: rank 0 writes and reports
-            write_json_files({out / "predictions.json": result.predictions, out / "na_probs.json": result.na_probs,
-                              out / "eval.json": result.scores})
-
-    scores, seconds = result.scores, result.seconds
-    processes = f", {ranks.size} ranks" if ranks.many else ""
-    print(f"{len(result.ids)} questions -> {result.windows} windows ({result.extra_windows} extra from long contexts); "
-          f"model {args.model}, {args.config}, batch {args.batch}, {args.device}{processes}, {args.split} articles, "
-          f"{'bucketed' if bucket else 'static 384'} batches ({100 * result.padding:.0f}% padding)")
-    print(f"EM {scores['exact']:.2f}  F1 {scores['f1']:.2f}  over {scores['total']}")
-    for split in ("HasAns", "NoAns"):
-        if f"{split}_total" in scores:
-            print(f"  {split:6} EM {scores[f'{split}_exact']:.2f}  F1 {scores[f'{split}_f1']:.2f}  over {scores[f'{split}_total']}")
-    print(f"best na_prob threshold: EM {scores['best_exact']:.2f} at {scores['best_exact_thresh']:.4g}, "
-          f"F1 {scores['best_f1']:.2f} at {scores['best_f1_thresh']:.4g}")
-    total = sum(seconds.values())
-    print(f"throughput: {result.features_per_second:.1f} features/s in the model ({seconds['model']:.2f} s); "
-          f"{len(result.ids) / total:.1f} questions/s end to end ({total:.2f} s: preprocess "
-          f"{seconds['preprocess']:.2f} s, model {seconds['model']:.2f} s, postprocess {seconds['postprocess']:.2f} s)")
-    print(f"wrote {out / 'predictions.json'}, {out / 'na_probs.json'}, {out / 'eval.json'}")
-    return 0

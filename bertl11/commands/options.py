@@ -1,16 +1,20 @@
-"""The command line's shared options, declared once, so a flag means the same thing in every command.
+"""The command line's shared options, each declared once, so a flag means the same thing in every command.
 
     --model --config --cache-dir      which weights (`add_weight_options`; `bertl11 convert` takes only these)
     --device --batch --threads        where and how many (`add_model_options` adds these and the above)
     --fast / --simulate               the torch backend's speed path or its per-op simulation of the config
     --card                            a Tenstorrent card, for its grid and batch limits
     --mesh --trace / --no-trace       --device tt: data parallel over a mesh of chips; the traced, 2-queue forward
-    --data                            SQuAD v2 questions
+    --data --limit --seed             SQuAD v2 questions, how many, and a seed
+    --out --csv --json                where results go
     --rank-timeout                    under torchrun, how long ranks wait on each other (`distributed.Job`)
 
-Choices and help come from the code's tables (`config.RUN_CONFIGS`, `runtime.DEVICES`, `devices.DEVICES`,
+Choices and help come from the code's tables (`config.RUN_CONFIGS`, `config.DEVICES`, `devices.DEVICES`,
 `sources.OFFLINE_MODELS`). Counts are checked while parsing, with a one-line `UserError`. A config name is
 checked where it is used (`config.get_run_config`), so a command may read its input file first.
+
+Nothing here imports torch: `bertl11 COMMAND --help` stays instant. The helpers at the end (`apply_threads`,
+`load_model`) turn parsed options into a loaded model, for the commands that run one.
 """
 
 from __future__ import annotations
@@ -18,10 +22,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .config import DEFAULT_RUN_CONFIG, RUN_CONFIGS
-from .devices import DEVICES as CARDS
-from .errors import UserError, require_at_least
-from .sources import DEFAULT_MODEL, OFFLINE_MODELS
+from ..config import DEFAULT_RUN_CONFIG, DEVICES, RUN_CONFIGS
+from ..devices import DEVICES as CARDS
+from ..errors import UserError, require_at_least
+from ..sources import DEFAULT_MODEL, OFFLINE_MODELS
+from ..squad.data import HUB_DATASET, LOCAL_DEV_FILE
 
 MODEL_HELP = f"HF hub id, local model directory, {', '.join(OFFLINE_MODELS)} or large-random-N"
 
@@ -36,35 +41,59 @@ def count(option: str, minimum: int = 1):
     return parse
 
 
-def positive_seconds(option: str):
-    """An argparse type: a number of seconds above 0, else a one-line `UserError` naming `option`."""
+def positive(option: str, unit: str = ""):
+    """An argparse type: a number above 0, else a one-line `UserError` naming `option` (and its `unit`)."""
 
     def parse(text: str) -> float:
         value = float(text)
         if not value > 0:
-            raise UserError(f"{option} must be a number of seconds above 0, not {text}")
+            raise UserError(f"{option} must be a number{' of ' + unit if unit else ''} above 0, not {text}")
         return value
 
     parse.__name__ = "float"
     return parse
 
 
-def add_weight_options(parser: argparse.ArgumentParser, *, model: str | None = DEFAULT_MODEL,
-                       model_help: str | None = None, configs=tuple(RUN_CONFIGS)) -> None:
-    """--model, --config, --cache-dir. `model` None: the command picks one (`model_help` says how)."""
-    parser.add_argument("--model", default=model, help=f"{MODEL_HELP} (default {model_help or model})")
+def add_model_option(parser: argparse.ArgumentParser, *, default: str | None = DEFAULT_MODEL,
+                     default_help: str | None = None, option: str = "--model", required: bool = False,
+                     what: str = "the model") -> None:
+    """A `--model` value (`sources.resolve_model`); `default` None: the command picks one (`default_help` says how).
+    `option`: the name where a command's model has another role (`finetune --base`)."""
+    shown = "" if required else f" (default {default_help or default})"
+    parser.add_argument(option, default=None if required else default, required=required,
+                        help=f"{what}: {MODEL_HELP}{shown}")
+
+
+def add_config_option(parser: argparse.ArgumentParser, configs=tuple(RUN_CONFIGS)) -> None:
     parser.add_argument("--config", default=DEFAULT_RUN_CONFIG, metavar="CONFIG",
                         help=f"run configuration: {', '.join(configs)} (default %(default)s)")
+
+
+def add_cache_dir_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="weight cache root (default $BERTL11_CACHE or ~/.cache/bertl11)")
 
 
-def add_batch_option(parser: argparse.ArgumentParser, default: int, what: str = "sequences per model call") -> None:
-    parser.add_argument("--batch", type=count("--batch"), default=default, help=f"{what} (default %(default)s)")
+def add_weight_options(parser: argparse.ArgumentParser, *, model: str | None = DEFAULT_MODEL,
+                       model_help: str | None = None) -> None:
+    """--model, --config, --cache-dir. `model` None: the command picks one (`model_help` says how)."""
+    add_model_option(parser, default=model, default_help=model_help)
+    add_config_option(parser)
+    add_cache_dir_option(parser)
+
+
+def add_batch_option(parser: argparse.ArgumentParser, default: int, what: str = "sequences per model call",
+                     aliases: tuple[str, ...] = ()) -> None:
+    parser.add_argument("--batch", *aliases, dest="batch", type=count("--batch"), default=default,
+                        help=f"{what} (default %(default)s)")
 
 
 def add_card_option(parser: argparse.ArgumentParser, default: str | None, help_text: str) -> None:
     parser.add_argument("--card", default=default, choices=list(CARDS), help=help_text)
+
+
+def add_device_option(parser: argparse.ArgumentParser, choices=DEVICES, what: str = "where the model runs") -> None:
+    parser.add_argument("--device", default="cpu", choices=list(choices), help=f"{what} (default %(default)s)")
 
 
 def mesh_shape(text: str) -> tuple[int, int]:
@@ -99,17 +128,19 @@ def tt_settings(args: argparse.Namespace) -> tuple[bool, tuple[int, int]]:
     return (trace if trace is not None else getattr(args, "trace_default", False)), mesh or (1, 1)
 
 
+def add_threads_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=count("--threads"), default=None,
+                        help="torch CPU threads (default: one per core, shared out among the ranks on this node under torchrun)")
+
+
 def add_model_options(parser: argparse.ArgumentParser, *, batch: int, fast: bool, model: str | None = DEFAULT_MODEL,
                       model_help: str | None = None, batch_help: str = "sequences per model call", trace: bool | None = None) -> None:
     """The weight options plus --device, --batch, --threads, --fast/--simulate (`fast`: the default) and the
     Tenstorrent options (`add_tt_options`; `trace` None: the command has no traced path)."""
-    from .runtime import DEVICES
-
     add_weight_options(parser, model=model, model_help=model_help)
-    parser.add_argument("--device", default="cpu", choices=DEVICES, help="where the model runs (default %(default)s)")
+    add_device_option(parser)
     add_batch_option(parser, batch, batch_help)
-    parser.add_argument("--threads", type=count("--threads"), default=None,
-                        help="torch CPU threads (default: one per core, shared out among the ranks on this node under torchrun)")
+    add_threads_option(parser)
     path = parser.add_mutually_exclusive_group()
     path.add_argument("--fast", dest="fast", action="store_true", default=fast,
                       help="torch backend: the speed path" + (" (the default)" if fast else ""))
@@ -119,21 +150,48 @@ def add_model_options(parser: argparse.ArgumentParser, *, batch: int, fast: bool
     add_tt_options(parser, trace=trace)
 
 
-def add_data_option(parser: argparse.ArgumentParser) -> None:
-    from .squad.data import DATA_HELP
+def add_data_option(parser: argparse.ArgumentParser, *, hub_split: str = "validation", default: str | None = "auto") -> None:
+    """--data: SQuAD v2 questions: a SQuAD-format JSON file, 'hub' (rajpurkar/squad_v2, `hub_split`) or, where
+    `default` is "auto", the hub when it answers, else the checkout's dev file. `default` None: required."""
+    choices = f"a SQuAD-format JSON file or 'hub' ({HUB_DATASET} {hub_split})"
+    if default == "auto":
+        help_text = f"{choices}, or 'auto' (the hub if reachable, else {LOCAL_DEV_FILE} in the current directory; the default)"
+    else:
+        help_text = choices
+    parser.add_argument("--data", default=default, required=default is None, help=help_text)
 
-    parser.add_argument("--data", default="auto", help=DATA_HELP)
+
+def add_limit_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--limit", type=count("--limit"), default=None, help=f"only the first N {what}")
+
+
+def add_seed_option(parser: argparse.ArgumentParser, default: int, what: str) -> None:
+    parser.add_argument("--seed", type=int, default=default, help=f"seeds {what} (default %(default)s)")
+
+
+def add_out_option(parser: argparse.ArgumentParser, what: str, default: str | None = None) -> None:
+    """--out: a directory the command writes (`default` None: required)."""
+    parser.add_argument("--out", default=default, required=default is None,
+                        help=what + (" (default %(default)s)" if default else ""))
+
+
+def add_csv_option(parser: argparse.ArgumentParser, what: str, required: bool = False) -> None:
+    parser.add_argument("--csv", type=Path, default=None, required=required, help=what)
+
+
+def add_json_option(parser: argparse.ArgumentParser, what: str = "print one JSON object instead of the report") -> None:
+    parser.add_argument("--json", action="store_true", help=what)
 
 
 def add_rank_timeout_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--rank-timeout", type=positive_seconds("--rank-timeout"), default=60.0, metavar="SECONDS",
+    parser.add_argument("--rank-timeout", type=positive("--rank-timeout", "seconds"), default=60.0, metavar="SECONDS",
                         help="under torchrun: how long a rank waits for a collective, or for a silent rank's heartbeat, "
                              "before the job fails naming it (default %(default)g)")
 
 
 def apply_threads(args: argparse.Namespace) -> None:
     """--threads, before any torch work; under torchrun, by default this node's cores over its ranks."""
-    from .distributed import Ranks, threads_per_rank
+    from ..distributed import Ranks, threads_per_rank
 
     local_ranks = Ranks.from_environment().local_size
     threads = args.threads or (threads_per_rank(local_ranks) if local_ranks > 1 else None)
@@ -145,7 +203,7 @@ def apply_threads(args: argparse.Namespace) -> None:
 
 def load_model(args: argparse.Namespace, model: str | None = None):
     """The `QAModel` the model options describe (`model` overrides --model, e.g. the demo's fallback)."""
-    from .runtime import QAModel
+    from ..runtime import QAModel
 
     apply_threads(args)
     trace, mesh = tt_settings(args)
