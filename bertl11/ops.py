@@ -10,7 +10,7 @@ for BERT-large (B batch, S=384 sequence, H=1024 hidden, N=16 heads, D=64 head si
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, Callable, ClassVar, Protocol
 
 Tensor = Any  # the backend's tensor type
 
@@ -134,12 +134,11 @@ class Backend(Protocol):
     def close(self) -> None:
         """Give the device back."""
 
-    def forward(self, params, input_ids: Tensor, token_type_ids: Tensor, attention_mask: Tensor, shape) -> tuple[Tensor, Tensor]:
-        """The whole model on one batch: `model.bert_qa` op by op; a backend that replays a captured graph
-        (ttnn's traces) overrides it."""
-        from .model import bert_qa
-
-        return bert_qa(self, params, input_ids, token_type_ids, attention_mask, shape)
+    def forward(self, model: Callable, params, input_ids: Tensor, token_type_ids: Tensor, attention_mask: Tensor,
+                shape) -> tuple[Tensor, Tensor]:
+        """The whole `model` (`model.bert_qa`, written against this interface) on one batch, op by op; a backend
+        that replays a captured graph (ttnn's traces) overrides it."""
+        return model(self, params, input_ids, token_type_ids, attention_mask, shape)
 
     def embeddings(self, input_ids: Tensor, token_type_ids: Tensor, p) -> Tensor:
         """word + token type + position embeddings, then layernorm: ids [B, S] -> [B, S, H]."""

@@ -15,6 +15,7 @@ import torch
 from .cache import load_or_convert
 from .config import DEFAULT_RUN_CONFIG, DEVICES, RunConfig, get_run_config
 from .errors import UserError
+from .model import bert_qa
 from .ops import Backend
 from .sources import ModelSource, resolve_model
 
@@ -89,6 +90,7 @@ class QAModel:
         """Start and end logits as float32 CPU tensors [B, S]."""
         device = self.ops.device
         start, end = self.ops.forward(
+            bert_qa,
             self.params,
             input_ids.to(device),
             token_type_ids.to(device),

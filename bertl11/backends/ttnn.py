@@ -259,17 +259,15 @@ class TtnnOps(Backend):
 
     # ------------------------------------------------------------------ the whole model, traced
 
-    def forward(self, params, input_ids, token_type_ids, attention_mask, shape):
+    def forward(self, model, params, input_ids, token_type_ids, attention_mask, shape):
         """Start and end logits [B, S] for one batch: untraced, the model op by op; traced, one execute_trace."""
         if not self.trace:
-            return super().forward(params, input_ids, token_type_ids, attention_mask, shape)
-        from ..model import bert_qa
-
+            return super().forward(model, params, input_ids, token_type_ids, attention_mask, shape)
         batch, seq = input_ids.shape
         self.begin_batch(batch, seq)
         hosts = self._host_inputs(input_ids, token_type_ids, attention_mask)
         if self._trace is None or self._trace.key != (batch, seq):
-            self._capture(params, hosts, (batch, seq), lambda inputs: bert_qa(self, params, *inputs, shape))
+            self._capture(params, hosts, (batch, seq), lambda inputs: model(self, params, *inputs, shape))
         else:
             self._write_inputs(hosts, self._trace.inputs)
         ttnn = self.ttnn

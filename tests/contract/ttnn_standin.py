@@ -392,6 +392,7 @@ def record_forward(standin: StandinTtnn, shape, config: str, batch: int, cache: 
     Returns the (closed) backend and the logits of the last batch."""
     from bertl11.backends import ttnn as default_backend
     from bertl11.config import get_run_config
+    from bertl11.model import bert_qa
 
     flat = bert_parameters(shape)
     with recording(standin):
@@ -403,7 +404,7 @@ def record_forward(standin: StandinTtnn, shape, config: str, batch: int, cache: 
             ids = torch.randint(1000, shape.vocab_size, (batch, seq))
             types_ = (torch.arange(seq) >= seq // 4).long().expand(batch, -1)
             for _ in range(batches):
-                logits = ops.forward(params, ids, types_, torch.ones(batch, seq, dtype=torch.long), shape)
+                logits = ops.forward(bert_qa, params, ids, types_, torch.ones(batch, seq, dtype=torch.long), shape)
         finally:
             ops.close()
     return ops, logits
