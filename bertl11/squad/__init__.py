@@ -14,13 +14,16 @@ data and `evaluate` scores predictions like the official SQuAD v2 script.
 
 from importlib import import_module
 
-# name -> the submodule that defines it. Imported on first use: the preprocessing and the pipeline need torch,
+# `postprocess` is imported here because a function shares its submodule's name (an import of the submodule
+# would otherwise leave the module where the function is expected); it needs numpy only.
+from .postprocess import Answer, SpanSearch, postprocess
+
+# name -> the submodule that defines it, imported on first use: the preprocessing and the pipeline need torch,
 # which `bertl11 score` (the metric alone) should not wait for.
 _HOMES = {
     "answers_by_id": "data", "load_squad": "data",
     "evaluate": "metric",
     "answer": "pipeline", "buckets_by_default": "pipeline", "run_model": "pipeline",
-    "Answer": "postprocess", "SpanSearch": "postprocess", "postprocess": "postprocess",
     "Batch": "preprocess", "Window": "preprocess", "WindowConfig": "preprocess", "bucketed_batches": "preprocess",
     "encode": "preprocess", "make_batches": "preprocess", "static_batches": "preprocess",
 }
@@ -32,4 +35,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = sorted(_HOMES)
+__all__ = sorted([*_HOMES, "Answer", "SpanSearch", "postprocess"])

@@ -17,11 +17,14 @@ Probabilities are float32 like the pipeline's numpy arithmetic, so near-ties bre
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import UserError
-from .preprocess import Window
+
+if TYPE_CHECKING:  # preprocess needs torch; the answers here need only its windows' fields
+    from .preprocess import Window
 
 MASKED_LOGIT = -10000.0  # what the pipeline writes over tokens that cannot be in an answer
 CLS = 0
