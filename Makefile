@@ -1,7 +1,8 @@
-# The two set-up commands of the README:
-#   make test   install everything into .venv (+ the reference and ttnn contract environments) and run all tests
-#   make demo   install into .venv and answer the 12 packaged questions
-#   make app    install into .venv and serve the QA app at http://127.0.0.1:8866/ (APP_ARGS="--port 9000 ...")
+# The set-up commands of the README:
+#   make test       install everything into .venv (+ the reference and ttnn contract environments) and run all tests
+#   make test-fast  install into .venv and run what a change needs checked in minutes: no slow, browser or contract tests
+#   make demo       install into .venv and answer the 12 packaged questions
+#   make app        install into .venv and serve the QA app at http://127.0.0.1:8866/ (APP_ARGS="--port 9000 ...")
 #
 # TORCH pins torch so pip takes the local CPU wheel instead of resolving a multi-GB CUDA build.
 PYTHON ?= python3
@@ -12,7 +13,7 @@ PIP_QUIET := -q --disable-pip-version-check
 PYTEST_ARGS ?=
 APP_ARGS ?=
 
-.PHONY: test demo app install clean-venvs
+.PHONY: test test-fast demo app install clean-venvs
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +37,10 @@ install: $(VENV)/.installed
 
 test: $(VENV)/.installed .venv-ref/.installed .venv-tt/.installed
 	$(VENV)/bin/python -m pytest -n 2 --dist loadfile --nbval --nbval-current-env $(PYTEST_ARGS)
+
+test-fast: $(VENV)/.installed
+	$(VENV)/bin/python -m pytest -n 2 --dist loadfile --nbval --nbval-current-env -m "not slow and not browser" \
+		--ignore=tests/contract $(PYTEST_ARGS)
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/bertl11 demo

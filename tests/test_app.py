@@ -24,7 +24,7 @@ from bertl11.runtime import QAModel
 from bertl11.squad.pipeline import answer
 from bertl11.widget import APP_BATCH
 
-from conftest import REPO, assert_user_error, run_cli
+from conftest import REPO, assert_user_error, run_main
 
 MODEL = "minilm-squad2"  # `bertl11 app`'s default: the fine-tuned model that ships in the package
 ARTIFACTS = REPO / "out" / "app"
@@ -36,15 +36,16 @@ STOP_S = 20
 
 
 
-def test_bad_options_are_one_line_errors():
-    assert_user_error(run_cli("app", "--model", "no-such-model", "--no-browser"), "unknown model 'no-such-model'")
-    assert_user_error(run_cli("app", "--config", "FLOAT64", "--no-browser"), "FLOAT64")
-    assert_user_error(run_cli("app", "--port", "0", "--no-browser"), "--port")
+def test_bad_options_are_one_line_errors(capsys):
+    """In process: each is refused before the server would replace the process."""
+    assert_user_error(run_main(capsys, "app", "--model", "no-such-model", "--no-browser"), "unknown model 'no-such-model'")
+    assert_user_error(run_main(capsys, "app", "--config", "FLOAT64", "--no-browser"), "FLOAT64")
+    assert_user_error(run_main(capsys, "app", "--port", "0", "--no-browser"), "--port")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        assert_user_error(run_cli("app", "--port", str(port), "--no-browser"), f"127.0.0.1:{port}", "--port")
+        assert_user_error(run_main(capsys, "app", "--port", str(port), "--no-browser"), f"127.0.0.1:{port}", "--port")
 
 
 def chromium() -> str:
@@ -179,6 +180,7 @@ def packaged(index):
     return item["context"], item["question"]
 
 
+@pytest.mark.browser
 def test_typed_question_gets_the_pipelines_answers(page, models):
     context, question = packaged(2)  # a held-out article, typed in as free text
     result = ask(page, context, question, "FLOAT32", 3)
@@ -189,6 +191,7 @@ def test_typed_question_gets_the_pipelines_answers(page, models):
     assert result.locator(".bertl11-windows").inner_text() == "1 window"
 
 
+@pytest.mark.browser
 def test_an_empty_question_is_a_line_in_the_page(page):
     context, _ = packaged(0)
     result = ask(page, context, "   ", "FLOAT32", 1)
@@ -197,6 +200,7 @@ def test_an_empty_question_is_a_line_in_the_page(page):
     assert "Traceback" not in page.content()
 
 
+@pytest.mark.browser
 def test_side_by_side_marks_where_the_configs_differ(page, models):
     context, question = packaged(0)
     result = ask(page, context, question, "BFLOAT8_B-SHARDED", 3, other="FLOAT32")
@@ -210,6 +214,7 @@ def test_side_by_side_marks_where_the_configs_differ(page, models):
     page.screenshot(path=str(SCREENSHOT), full_page=True)
 
 
+@pytest.mark.browser
 def test_a_second_click_while_answering_is_ignored(page):
     started = time.monotonic()
     before = runs_shown(page)

@@ -11,12 +11,12 @@ from hypothesis import strategies as st
 from bertl11 import cli
 from bertl11.errors import UserError
 from bertl11.demo import PACKAGED_INPUT, read_inputs
-from conftest import assert_user_error, run_cli
+from conftest import assert_user_error, run_cli, run_main
 
 FAST = ["--model", "tiny", "--config", "FLOAT32"]
 
 
-bertl11 = run_cli
+bertl11 = run_cli  # the smoke tests: the command as a user runs it
 
 
 def write(tmp_path, document):
@@ -83,33 +83,33 @@ GOOD = {"context": "Paris is the capital of France.", "question": "What is the c
     ids=["invalid-json", "invalid-utf8", "not-a-list", "wrong-count", "empty-list", "not-an-object", "missing-field",
          "empty-field", "blank-field", "non-string-field"],
 )
-def test_bad_input_is_one_line_and_exit_2(tmp_path, document, words):
-    assert_user_error(bertl11("demo", *FAST, "--batch", "2", "--input", str(write(tmp_path, document))), *words)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, document, words):
+    assert_user_error(run_main(capsys, "demo", *FAST, "--batch", "2", "--input", str(write(tmp_path, document))), *words)
 
 
-def test_missing_file_and_directory(tmp_path):
-    assert_user_error(bertl11("demo", *FAST, "--input", str(tmp_path / "nope.json")), "does not exist")
-    assert_user_error(bertl11("demo", *FAST, "--input", str(tmp_path)), "is a directory")
+def test_missing_file_and_directory(tmp_path, capsys):
+    assert_user_error(run_main(capsys, "demo", *FAST, "--input", str(tmp_path / "nope.json")), "does not exist")
+    assert_user_error(run_main(capsys, "demo", *FAST, "--input", str(tmp_path)), "is a directory")
 
 
-def test_unreadable_file(tmp_path):
+def test_unreadable_file(tmp_path, capsys):
     path = write(tmp_path, [GOOD] * 12)
     path.chmod(0)
     if os.access(path, os.R_OK):  # root reads mode-0 files; a write-only proc file still fails to read
         path = Path("/proc/self/clear_refs")
-    assert_user_error(bertl11("demo", *FAST, "--input", str(path)), "cannot read")
+    assert_user_error(run_main(capsys, "demo", *FAST, "--input", str(path)), "cannot read")
 
 
-def test_absurdly_large_file(tmp_path):
+def test_absurdly_large_file(tmp_path, capsys):
     path = tmp_path / "huge.json"
     with open(path, "wb") as f:
         f.truncate(17 * 2**20)
-    assert_user_error(bertl11("demo", *FAST, "--input", str(path)), "MiB")
+    assert_user_error(run_main(capsys, "demo", *FAST, "--input", str(path)), "MiB")
 
 
-def test_unknown_fields_warn_but_run(tmp_path):
+def test_unknown_fields_warn_but_run(tmp_path, capsys):
     path = write(tmp_path, [dict(GOOD, source="wiki"), GOOD])
-    result = bertl11("demo", *FAST, "--batch", "2", "--input", str(path), "--json")
+    result = run_main(capsys, "demo", *FAST, "--batch", "2", "--input", str(path), "--json")
     assert result.returncode == 0, result.stderr
     assert "input[0]" in result.stderr and "'source'" in result.stderr
 
@@ -117,20 +117,26 @@ def test_unknown_fields_warn_but_run(tmp_path):
 @pytest.mark.parametrize("argv, words", [
     (["--model", "no-such-model"], ["unknown model", "tiny"]),
     (["--model", "/no/such/dir"], ["does not exist"]),
-    (["--model", "phiyodr/bert-large-finetuned-squad2"], ["not in the HF cache", "minilm"]),
     (["--config", "BFLOAT4"], ["unknown config", "BFLOAT8_B-SHARDED"]),
     (["--batch", "0"], ["at least 1"]),
     (["--device", "tt", "--card", "e150", "--batch", "13"], ["Grayskull e150", "2-12"]),
     (["--device", "tt", "--card", "n300", "--batch", "8"], ["n300", "2-7"]),
 ])
-def test_bad_options_are_one_line_and_exit_2(tmp_path, argv, words):
+def test_bad_options_are_one_line_and_exit_2(capsys, argv, words):
     args = ["demo", "--config", "FLOAT32", *argv] if "--config" not in argv else ["demo", *argv]
-    assert_user_error(bertl11(*args, env={"HF_HOME": str(tmp_path / "hf")}), *words)
+    assert_user_error(run_main(capsys, *args), *words)
 
 
-def test_non_bert_model_directory(tmp_path):
+def test_a_hub_model_missing_offline_is_one_line(tmp_path):
+    """In a new process: the HF cache location (HF_HOME, an empty one here) is read when huggingface_hub loads."""
+    result = bertl11("demo", "--config", "FLOAT32", "--model", "phiyodr/bert-large-finetuned-squad2",
+                     env={"HF_HOME": str(tmp_path / "hf")})
+    assert_user_error(result, "not in the HF cache", "minilm")
+
+
+def test_non_bert_model_directory(tmp_path, capsys):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_layer": 2}))
-    assert_user_error(bertl11("demo", "--model", str(tmp_path), "--config", "FLOAT32"), "not 'bert'")
+    assert_user_error(run_main(capsys, "demo", "--model", str(tmp_path), "--config", "FLOAT32"), "not 'bert'")
 
 
 json_values = st.recursive(

@@ -123,7 +123,7 @@ def agreement(ours, theirs):
 
 
 # One test per model runs every option set, so a worker never repeats the reference pipeline for another test.
-@pytest.mark.parametrize("model_name", ["tiny", "minilm"])
+@pytest.mark.parametrize("model_name", ["tiny", pytest.param("minilm", marks=pytest.mark.slow)])
 def test_answers_match_pipeline(model_name, tmp_path, record_property):
     ours, theirs = run_both(model_name, tmp_path)
     for run, options in enumerate(RUNS):
