@@ -8,6 +8,7 @@ The cache keeps the result so that later loads skip all of it:
         manifest.json                               written last; the cache exists only once it does
         embeddings.safetensors  layer_00.safetensors ... layer_23.safetensors  qa_outputs.safetensors
     <cache dir>/<model>/<RUN CONFIG>/ttnn/          the TT backend's ttnn.dump_tensor .tensorbin files, per card
+    <cache dir>/<model>/<RUN CONFIG>/int8/          the fast path's int8 linears (`quantize.py`), per kernel
 
 Each tensor is stored as ttnn holds it: BFLOAT8_B tensors packed in ttnn's host tile order (uint8, 1088 bytes
 per 32x32 tile), BFLOAT16 and FLOAT32 tensors as such. Tile-layout tensors (matmul weights and biases, the QA
@@ -47,6 +48,7 @@ from .weights import import_state_dict, storage_group, tensor_kind
 FORMAT_VERSION = 1
 LAYOUT_DIRECTORY = "safetensors"
 TTNN_DIRECTORY = "ttnn"
+INT8_DIRECTORY = "int8"
 STORAGE_DTYPES = {BFLOAT8_B: torch.uint8, BFLOAT16: torch.bfloat16, FLOAT32: torch.float32}
 _SAFETENSORS_DTYPES = {"U8": torch.uint8, "BF16": torch.bfloat16, "F32": torch.float32}
 ROW_MAJOR_KINDS = ("embedding_weights", "layernorm_weights")
@@ -132,6 +134,11 @@ HEADER_REASONS = {
 
 def _verified(directory: Path, source: ModelSource, run_config: RunConfig, what: str = "weight cache") -> VerifiedDirectory:
     return VerifiedDirectory(directory, _manifest_header(source, run_config), HEADER_REASONS, what)
+
+
+def int8_cache(cache_dir: str | Path | None, source: ModelSource, run_config: RunConfig) -> VerifiedDirectory:
+    """Where the fast path keeps its int8 linears (`quantize.py`, one directory per kernel inside), keyed like this cache."""
+    return _verified(cache_home(cache_dir, source, run_config) / INT8_DIRECTORY, source, run_config, "int8 cache")
 
 
 def load(directory: Path, source: ModelSource, run_config: RunConfig) -> dict[str, torch.Tensor]:

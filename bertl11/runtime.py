@@ -25,7 +25,7 @@ class LoadReport:
     """How the weights got here: cache hit or conversion, and how long it took (cache + device placement).
 
     detail is one line: where the weights were loaded from, or why a cache was rejected and rebuilt; then the
-    same for the backend's own cache, where it has one (the .tensorbin files).
+    same for the backend's own cache, where it has one (the .tensorbin files, the fast path's int8 linears).
     """
 
     seconds: float
@@ -121,5 +121,8 @@ def make_ops(source: ModelSource, run_config: RunConfig, device: str, fast: bool
                        cache_directory(cache_dir, source, run_config) / MANIFEST, trace=trace, mesh=mesh)
     require_visible(device)
     from .backends.torch import FastTorchOps, TorchOps
+    from .cache import int8_cache
 
-    return (FastTorchOps if fast else TorchOps)(source.shape, run_config, device)
+    if fast:
+        return FastTorchOps(source.shape, run_config, device, int8_cache(cache_dir, source, run_config))
+    return TorchOps(source.shape, run_config, device)
