@@ -119,12 +119,6 @@ def read_verified(path: Path, entry: dict, into: memoryview | None = None) -> me
     return view
 
 
-def verify_files(directory: Path, files: dict[str, dict]) -> None:
-    """Every listed file exists with its size and sha256, or `StaleCache` naming the first that does not."""
-    for name, entry in files.items():
-        verify_file(directory / name, entry)
-
-
 def read_manifest(directory: Path) -> dict:
     """The directory's manifest as a JSON object, or `StaleCache`."""
     try:
@@ -137,8 +131,6 @@ def read_manifest(directory: Path) -> dict:
         raise StaleCache(Staleness.MALFORMED, "unreadable manifest (not a JSON object)")
     return manifest
 
-
-# ---------------------------------------------------------------------------------------- durable writes
 
 def write_file(path: Path, data: bytes) -> None:
     """One file of a staged directory (`staged_directory` fsyncs it with the rest)."""
@@ -216,8 +208,6 @@ class Staging:
         self.files[name] = file_entry(self.path / name)
 
 
-# ---------------------------------------------------------------------------------------- the directory
-
 @dataclass(frozen=True)
 class Outcome:
     """What `load_or_build` did: `hit`, or why it (re)built the directory (`stale`); `detail` in one line."""
@@ -267,7 +257,8 @@ class VerifiedDirectory:
         if unlisted:
             raise StaleCache(Staleness.MALFORMED, f"the manifest lists no {unlisted[0]}")
         try:
-            verify_files(self.path, files)
+            for name, entry in files.items():
+                verify_file(self.path / name, entry)
         except (KeyError, TypeError) as error:
             raise StaleCache(Staleness.MALFORMED, f"malformed manifest ({type(error).__name__}: {error})") from None
         return manifest
