@@ -7,7 +7,8 @@ The cache keeps the result so that later loads skip all of it:
     <cache dir>/<model>/<RUN CONFIG>/safetensors/   this cache: what every backend loads from
         manifest.json                               written last; the cache exists only once it does
         embeddings.safetensors  layer_00.safetensors ... layer_23.safetensors  qa_outputs.safetensors
-    <cache dir>/<model>/<RUN CONFIG>/ttnn/          left to the TT backend's ttnn.dump_tensor .tensorbin files
+    <cache dir>/<model>/<RUN CONFIG>/ttnn/          the TT backend's ttnn.dump_tensor .tensorbin files, per card
+    <cache dir>/<model>/<RUN CONFIG>/int8/          the fast path's int8 linears (`quantize.py`), per kernel
 
 Each tensor is stored as ttnn holds it: BFLOAT8_B tensors packed in ttnn's host tile order (uint8, 1088 bytes
 per 32x32 tile), BFLOAT16 and FLOAT32 tensors as such. Tile-layout tensors (matmul weights and biases, the QA
@@ -16,16 +17,11 @@ head) are padded with zeros to multiples of 32 in their last two axes, a 1D bias
 records each tensor's logical (model-layout) shape, and loading cuts the padding off again: rows and
 columns beyond it are dropped and the result reshaped to that shape.
 
-A cache is used only when its manifest matches (format version, model, source fingerprint, run config) and
-every file's size and sha256 match the manifest; otherwise the reason is reported in one line and the cache
-is rebuilt. No pickle anywhere: JSON and safetensors only.
-
-Concurrency: a converter writes into a private temporary directory and renames it into place, so the cache
-directory is always either complete or absent, even when the converter is SIGKILLed (a lock alone would
-leave half-written files behind). Converters also hold an fcntl.flock (`files.exclusive_lock`) on a lock file next to the cache
-while they convert, so a second process asking for the same cache waits and then loads the first one's
-result instead of repeating a multi-gigabyte conversion; the kernel drops the lock when its holder dies.
-Readers take no lock: they verify every file, and only a stale cache is ever replaced under them.
+Each of these is a verified directory (`verified.py`): used only when its manifest's header matches (format
+version, run config, model, source fingerprint) and every file's size and sha256 match the manifest;
+otherwise the reason is reported in one line and the cache is rebuilt, into a private directory renamed
+into place whole, by one converter at a time (a second waits on the lock and loads the first one's
+result instead of repeating a multi-gigabyte conversion). No pickle anywhere: JSON and safetensors only.
 """
 
 from __future__ import annotations
@@ -33,12 +29,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import tempfile
 import threading
-import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -48,17 +40,15 @@ from tqdm import tqdm
 
 from . import bfp8
 from .config import BFLOAT8_B, BFLOAT16, FLOAT32, RunConfig
-from .errors import UserError
-from .files import exclusive_lock
 from .sources import ModelSource
-from .verified import MANIFEST, StaleCache, check_digest, check_size, read_manifest, sha256_bytes
-from .weights import import_state_dict, tensor_kind
+from .verified import Outcome, Staging, StaleCache, Staleness, VerifiedDirectory, read_verified
+from .weights import import_state_dict, storage_group, tensor_kind
 
 # Bump whenever what a cache holds changes (conversion, layout, padding, packing), so old caches are rebuilt.
 FORMAT_VERSION = 1
 LAYOUT_DIRECTORY = "safetensors"
 TTNN_DIRECTORY = "ttnn"
-LOCK_FILE = ".convert.lock"
+INT8_DIRECTORY = "int8"
 STORAGE_DTYPES = {BFLOAT8_B: torch.uint8, BFLOAT16: torch.bfloat16, FLOAT32: torch.float32}
 _SAFETENSORS_DTYPES = {"U8": torch.uint8, "BF16": torch.bfloat16, "F32": torch.float32}
 ROW_MAJOR_KINDS = ("embedding_weights", "layernorm_weights")
@@ -78,25 +68,22 @@ def cache_root(cache_dir: str | Path | None = None) -> tuple[Path, str]:
     return Path(DEFAULT_ROOT).expanduser(), "default"
 
 
-def cache_directory(cache_dir: str | Path | None, source: ModelSource, run_config: RunConfig) -> Path:
-    """Where this model's cache for this run configuration lives."""
+def cache_home(cache_dir: str | Path | None, source: ModelSource, run_config: RunConfig) -> Path:
+    """The directory of this model's caches for this run configuration."""
     root, _ = cache_root(cache_dir)
     model = re.sub(r"[^A-Za-z0-9._-]+", "--", source.name).strip("-.") or "model"
-    return root / model / run_config.name / LAYOUT_DIRECTORY
+    return root / model / run_config.name
+
+
+def cache_directory(cache_dir: str | Path | None, source: ModelSource, run_config: RunConfig) -> Path:
+    """Where this model's cache for this run configuration lives."""
+    return cache_home(cache_dir, source, run_config) / LAYOUT_DIRECTORY
 
 
 def ttnn_cache_directory(cache_dir: str | Path | None, source: ModelSource, run_config: RunConfig) -> Path:
     """Where the TT backend keeps its ttnn.dump_tensor files: beside this cache (a rebuild replaces the
     safetensors directory whole, so nothing else may live inside it)."""
-    return cache_directory(cache_dir, source, run_config).parent / TTNN_DIRECTORY
-
-
-def _file_of(name: str) -> str:
-    """Tensors are grouped one file per encoder layer (and embeddings, QA head)."""
-    layer = re.match(r"bert\.encoder\.layer\.(\d+)\.", name)
-    if layer:
-        return f"layer_{int(layer.group(1)):02d}.safetensors"
-    return "embeddings.safetensors" if name.startswith("bert.embeddings.") else "qa_outputs.safetensors"
+    return cache_home(cache_dir, source, run_config) / TTNN_DIRECTORY
 
 
 def _storage_dtype(name: str, run_config: RunConfig) -> str:
@@ -127,23 +114,31 @@ def _from_storage(stored: torch.Tensor, shape: list[int], dtype: str) -> torch.T
 
 
 def _manifest_header(source: ModelSource, run_config: RunConfig) -> dict:
+    """What a cache of this source and run config was made from, in the order a mismatch is reported."""
     return {
         "format_version": FORMAT_VERSION,
+        "run_config": run_config.name,
         "model": source.name,
         "source_fingerprint": source.fingerprint,
-        "run_config": run_config.name,
     }
 
 
-def _check_header(manifest: dict, expected: dict) -> None:
-    if manifest.get("format_version") != expected["format_version"]:
-        raise StaleCache(f"cache format version {manifest.get('format_version')}, this bertl11 writes {FORMAT_VERSION}")
-    if manifest.get("run_config") != expected["run_config"]:
-        raise StaleCache(f"cache was built for config {manifest.get('run_config')}, not {expected['run_config']}")
-    if manifest.get("model") != expected["model"]:
-        raise StaleCache(f"cache was built for model {manifest.get('model')!r}, not {expected['model']!r}")
-    if manifest.get("source_fingerprint") != expected["source_fingerprint"]:
-        raise StaleCache("the model's weights changed since the cache was built (source fingerprint differs)")
+# Why a header field that differs makes the cache stale, in one line: (found, expected) -> reason.
+HEADER_REASONS = {
+    "format_version": lambda found, expected: f"cache format version {found}, this bertl11 writes {expected}",
+    "run_config": lambda found, expected: f"cache was built for config {found}, not {expected}",
+    "model": lambda found, expected: f"cache was built for model {found!r}, not {expected!r}",
+    "source_fingerprint": lambda found, expected: "the model's weights changed since the cache was built (source fingerprint differs)",
+}
+
+
+def _verified(directory: Path, source: ModelSource, run_config: RunConfig, what: str = "weight cache") -> VerifiedDirectory:
+    return VerifiedDirectory(directory, _manifest_header(source, run_config), HEADER_REASONS, what)
+
+
+def int8_cache(cache_dir: str | Path | None, source: ModelSource, run_config: RunConfig) -> VerifiedDirectory:
+    """Where the fast path keeps its int8 linears (`quantize.py`, one directory per kernel inside), keyed like this cache."""
+    return _verified(cache_home(cache_dir, source, run_config) / INT8_DIRECTORY, source, run_config, "int8 cache")
 
 
 def load(directory: Path, source: ModelSource, run_config: RunConfig) -> dict[str, torch.Tensor]:
@@ -151,8 +146,7 @@ def load(directory: Path, source: ModelSource, run_config: RunConfig) -> dict[st
 
     BFLOAT8_B tensors come back as bfloat16 holding the decoded values (exactly), the others in their stored dtype.
     """
-    manifest = read_manifest(directory)
-    _check_header(manifest, _manifest_header(source, run_config))
+    manifest = _verified(directory, source, run_config).manifest()
     try:
         files, tensors = manifest["files"], manifest["tensors"]
         flat = {}
@@ -161,10 +155,10 @@ def load(directory: Path, source: ModelSource, run_config: RunConfig) -> dict[st
             for loaded in pool.map(lambda item: _load_file(directory / item[0], item[1], tensors), files.items()):
                 flat.update(loaded)
     except (KeyError, TypeError, ValueError) as error:
-        raise StaleCache(f"malformed manifest ({type(error).__name__}: {error})") from None
+        raise StaleCache(Staleness.MALFORMED, f"malformed manifest ({type(error).__name__}: {error})") from None
     missing = set(tensors) - set(flat)
     if missing:
-        raise StaleCache(f"manifest lists tensors in no file: {sorted(missing)[0]}")
+        raise StaleCache(Staleness.MALFORMED, f"manifest lists tensors in no file: {sorted(missing)[0]}")
     return flat
 
 
@@ -178,9 +172,9 @@ def _load_file(path: Path, entry: dict, tensors: dict) -> dict[str, torch.Tensor
     for name, t in stored.items():
         spec = tensors.get(name)
         if spec is None or spec["file"] != path.name:
-            raise StaleCache(f"{path.name} holds {name}, which the manifest does not place there")
+            raise StaleCache(Staleness.MALFORMED, f"{path.name} holds {name}, which the manifest does not place there")
         if t.dtype != STORAGE_DTYPES[spec["dtype"]] or list(t.shape) != spec["stored_shape"]:
-            raise StaleCache(f"{name} is stored as {t.dtype} {list(t.shape)}, the manifest says {spec['dtype']} {spec['stored_shape']}")
+            raise StaleCache(Staleness.MALFORMED, f"{name} is stored as {t.dtype} {list(t.shape)}, the manifest says {spec['dtype']} {spec['stored_shape']}")
         loaded = _from_storage(t, spec["shape"], spec["dtype"])
         flat[name] = loaded.clone() if reuse and spec["dtype"] != BFLOAT8_B else loaded
     return flat
@@ -201,21 +195,9 @@ def _read_buffer(size: int) -> torch.Tensor:
 
 def _read_verified(path: Path, entry: dict, into: torch.Tensor | None = None) -> torch.Tensor:
     """A cache file's bytes (uint8), once its size and sha256 match the manifest's: in `into` (a buffer of
-    the manifest's size) when given, else in new memory."""
-    try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            check_size(path.name, size, entry)
-            data = torch.empty(size, dtype=torch.uint8) if into is None else into  # the read fills it
-            view = memoryview(data.numpy())
-            filled = 0
-            while filled < size and (count := f.readinto(view[filled:])):
-                filled += count
-    except FileNotFoundError:
-        raise StaleCache(f"{path.name} is missing") from None
-    if filled != size:
-        raise StaleCache(f"{path.name} shrank while being read")
-    check_digest(path.name, sha256_bytes(view), entry)
+    the manifest's size) when given, else in new (uninitialised) memory."""
+    data = torch.empty(entry["bytes"], dtype=torch.uint8) if into is None else into
+    read_verified(path, entry, memoryview(data.numpy()))
     return data
 
 
@@ -241,109 +223,38 @@ def _tensors_in(data: torch.Tensor, file_name: str) -> dict[str, torch.Tensor]:
                 raise ValueError(f"{name} lies outside the data or unaligned")
             views[name] = data[begin:end].view(dtype).reshape(spec["shape"])
     except (AttributeError, KeyError, TypeError, ValueError, RuntimeError) as error:
-        raise StaleCache(f"{file_name} is not a readable safetensors file ({error})") from None
+        raise StaleCache(Staleness.MALFORMED, f"{file_name} is not a readable safetensors file ({error})") from None
     return views
 
 
-def _write_cache(directory: Path, source: ModelSource, run_config: RunConfig) -> dict[str, torch.Tensor]:
-    """Convert the source into a private directory, then swap it into place. Returns what `load` would."""
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
-    try:
-        flat = import_state_dict(source.state_dict(), source.shape)
-        by_file: dict[str, list[str]] = {}
-        for name in flat:
-            by_file.setdefault(_file_of(name), []).append(name)
-        tensors, files, converted = {}, {}, {}
-        progress = tqdm(by_file.items(), desc=f"converting {source.name} ({run_config.name})", unit="file", disable=None)
-        for file_name, names in progress:
-            stored = {}
-            for name in names:
-                t, dtype = flat.pop(name), _storage_dtype(name, run_config)
-                stored[name] = _to_storage(name, t, dtype)
-                tensors[name] = {"file": file_name, "dtype": dtype, "shape": list(t.shape), "stored_shape": list(stored[name].shape)}
-                converted[name] = _from_storage(stored[name], list(t.shape), dtype)
-            data = save_safetensors(stored)
-            _write_durably(staging / file_name, data)
-            files[file_name] = {"sha256": sha256_bytes(data), "bytes": len(data)}
-        manifest = {**_manifest_header(source, run_config), "files": files, "tensors": tensors}
-        _write_durably(staging / MANIFEST, json.dumps(manifest, indent=1).encode())
-        _fsync_directory(staging)
-        _swap_into_place(staging, directory)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+def _write_cache(staging: Staging, source: ModelSource, run_config: RunConfig) -> dict[str, torch.Tensor]:
+    """Convert the source into the staging directory. Returns what `load` would."""
+    flat = import_state_dict(source.state_dict(), source.shape)
+    by_file: dict[str, list[str]] = {}
+    for name in flat:
+        by_file.setdefault(f"{storage_group(name)}.safetensors", []).append(name)
+    tensors, converted = {}, {}
+    progress = tqdm(by_file.items(), desc=f"converting {source.name} ({run_config.name})", unit="file", disable=None)
+    for file_name, names in progress:
+        stored = {}
+        for name in names:
+            t, dtype = flat.pop(name), _storage_dtype(name, run_config)
+            stored[name] = _to_storage(name, t, dtype)
+            tensors[name] = {"file": file_name, "dtype": dtype, "shape": list(t.shape), "stored_shape": list(stored[name].shape)}
+            converted[name] = _from_storage(stored[name], list(t.shape), dtype)
+        staging.write(file_name, save_safetensors(stored))
+    staging.extra["tensors"] = tensors
     return converted
-
-
-def _write_durably(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _swap_into_place(staging: Path, directory: Path) -> None:
-    """Replace `directory` by `staging` with renames only: at every instant it is the old or the new cache,
-    or (between the two renames) absent, which a reader takes for a miss."""
-    if directory.exists():
-        retired = directory.with_name(f".{directory.name}.old-{uuid.uuid4().hex[:8]}")
-        os.rename(directory, retired)
-        os.rename(staging, directory)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        os.rename(staging, directory)
-    _fsync_directory(directory.parent)
-
-
-def _remove_leftovers(directory: Path) -> None:
-    """Staging and retired directories of converters that were killed (only called under the lock)."""
-    for leftover in directory.parent.glob(f".{directory.name}.*-*"):
-        shutil.rmtree(leftover, ignore_errors=True)
-
-
-@dataclass(frozen=True)
-class CacheOutcome:
-    hit: bool
-    directory: Path
-    detail: str  # one line: where it came from, and why a cache was rebuilt
 
 
 def load_or_convert(
     source: ModelSource, run_config: RunConfig, cache_dir: str | Path | None = None, rebuild: bool = False
-) -> tuple[dict[str, torch.Tensor], CacheOutcome]:
+) -> tuple[dict[str, torch.Tensor], Outcome]:
     """Model-layout tensors in the run config's storage precision: from the cache when it is valid,
     otherwise converted from the source and written to the cache."""
     directory = cache_directory(cache_dir, source, run_config)
-    reason = "rebuild requested"
-    if not rebuild:
-        try:
-            return load(directory, source, run_config), CacheOutcome(True, directory, f"loaded from {directory}")
-        except StaleCache as stale:
-            reason = str(stale)
-    try:
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        with exclusive_lock(directory.parent / LOCK_FILE, f"another process converting into {directory}", wait=True):
-            if not rebuild:
-                try:  # another process may have built it while we waited for the lock
-                    flat = load(directory, source, run_config)
-                    return flat, CacheOutcome(True, directory, f"loaded from {directory}, built meanwhile by another process")
-                except StaleCache:
-                    pass
-            _remove_leftovers(directory)
-            flat = _write_cache(directory, source, run_config)
-    except OSError as error:
-        raise UserError(f"cannot write the weight cache in {directory.parent} ({error.strerror or error}); "
-                        "choose another place with --cache-dir or BERTL11_CACHE") from None
-    absent = reason.startswith("no cache at")
-    detail = f"converted into {directory}" if absent else f"rebuilt {directory}: {reason}"
-    return flat, CacheOutcome(False, directory, detail)
+    return _verified(directory, source, run_config).load_or_build(
+        lambda: load(directory, source, run_config), lambda staging: _write_cache(staging, source, run_config), rebuild)
 
 
 def cache_bytes(directory: Path) -> int:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from .errors import UserError
+from .quantize import INT8_LINEARS, OUTLIER_CHANNELS
 
 GEMM_DTYPE_VARIABLE = "BERTL11_GEMM_DTYPE"
 INT8_KERNEL_VARIABLE = "BERTL11_INT8_KERNEL"
@@ -154,11 +155,9 @@ def _time_kernel(call) -> float:
 
 
 def _int8_linear(kernel: str, x: torch.Tensor, w: torch.Tensor):
-    """A call running the fast path's int8 linear (`backends.torch.INT8_LINEARS`) on x [M, K] and w [K, N], with
+    """A call running the fast path's int8 linear (`quantize.INT8_LINEARS`) on x [M, K] and w [K, N], with
     as many float outlier channels as the model gives it: the raw int8 GEMM is half of such a call's time."""
-    from .backends.torch import INT8_LINEARS, OUTLIER_CHANNELS
-
-    linear = INT8_LINEARS[kernel](w, torch.arange(OUTLIER_CHANNELS))
+    linear = INT8_LINEARS[kernel].quantize(w, torch.arange(OUTLIER_CHANNELS))
     return lambda: linear(x)
 
 

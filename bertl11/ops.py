@@ -109,6 +109,8 @@ class Backend(Protocol):
 
     device: Any  # the torch device the model hands inputs over on (the host for ttnn)
     card: Any = None  # the Tenstorrent card (`devices.Device`) a backend runs on, if any
+    # What `prepare` did with the backend's own weight cache (.tensorbin files, int8 linears), in one line.
+    cache_detail: str = ""
     fuses_attention: ClassVar[bool] = False  # runs (3)-(5) as one kernel: `fused_attention`
 
     def prepare(self, flat: dict) -> Any:

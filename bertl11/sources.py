@@ -24,6 +24,7 @@ from typing import Callable
 
 from .config import BertShape
 from .errors import UserError
+from .verified import hash_file
 
 DEFAULT_MODEL = "phiyodr/bert-large-finetuned-squad2"
 OFFLINE_MODELS = ("minilm-squad2", "tiny", "minilm", "large-random")
@@ -79,9 +80,7 @@ def _sha256_files(paths) -> str:
     digest = hashlib.sha256()
     for path in sorted(paths):
         digest.update(path.name.encode())
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
+        hash_file(path, digest)
     return digest.hexdigest()
 
 

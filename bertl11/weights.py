@@ -7,6 +7,7 @@ is transposed to [in_features, out_features] (the layout a device matmul consume
 
 from __future__ import annotations
 
+import re
 from types import SimpleNamespace
 
 import torch
@@ -60,6 +61,14 @@ def tensor_kind(name: str) -> str:
     if name.startswith("qa_outputs"):
         return "qa_head_weights"
     return "matmul_weights"
+
+
+def storage_group(name: str) -> str:
+    """Which file of a cache a parameter is stored in: one per encoder layer ("layer_07"), "embeddings", "qa_outputs"."""
+    layer = re.match(r"bert\.encoder\.layer\.(\d+)\.", name)
+    if layer:
+        return f"layer_{int(layer.group(1)):02d}"
+    return "embeddings" if name.startswith("bert.embeddings.") else "qa_outputs"
 
 
 def parameter_tree(flat: dict) -> SimpleNamespace:

@@ -16,8 +16,9 @@ import torch
 from safetensors.torch import load_file
 
 from bertl11 import QAModel, UserError, get_run_config, resolve_model
-from bertl11.cache import MANIFEST, StaleCache, _read_verified, _tensors_in, cache_directory, load, load_or_convert
+from bertl11.cache import _read_verified, _tensors_in, cache_directory, load, load_or_convert
 from bertl11.cli import main as cli_main
+from bertl11.verified import MANIFEST, StaleCache, Staleness
 
 CONFIG = get_run_config("BFLOAT8_B-SHARDED")
 
@@ -37,6 +38,9 @@ def untouchable(source):
 
 
 def test_hit_does_not_read_the_source(source, tmp_path):
+    with pytest.raises(StaleCache, match="no cache at") as absent:
+        load(cache_directory(tmp_path, source, CONFIG), source, CONFIG)
+    assert absent.value.kind is Staleness.ABSENT
     first = QAModel.load(source, CONFIG.name, cache_dir=tmp_path)
     assert not first.load_report.cache_hit and first.load_report.detail.startswith("converted into")
     second = QAModel.load(untouchable(source), CONFIG.name, cache_dir=tmp_path)
@@ -105,27 +109,31 @@ def overrun_offsets(directory):
 
 
 DAMAGE = {
-    "truncated file": (truncate, "layer_01.safetensors has"),
-    "bit flip": (flip_a_bit, "layer_00.safetensors does not match its sha256"),
-    "missing file": (remove_a_file, "qa_outputs.safetensors is missing"),
-    "other format version": (edit_manifest(format_version=0), "cache format version 0"),
-    "other config": (edit_manifest(run_config="BFLOAT16-DRAM"), "built for config BFLOAT16-DRAM"),
-    "other source": (edit_manifest(source_fingerprint="0" * 64), "source fingerprint differs"),
-    "unreadable file, re-signed": (overrun_offsets, "qa_outputs.safetensors is not a readable safetensors file"),
+    "truncated file": (truncate, Staleness.TRUNCATED, "layer_01.safetensors has"),
+    "bit flip": (flip_a_bit, Staleness.CORRUPTED, "layer_00.safetensors does not match its sha256"),
+    "missing file": (remove_a_file, Staleness.MISSING, "qa_outputs.safetensors is missing"),
+    "other format version": (edit_manifest(format_version=0), Staleness.HEADER, "cache format version 0"),
+    "other config": (edit_manifest(run_config="BFLOAT16-DRAM"), Staleness.HEADER, "built for config BFLOAT16-DRAM"),
+    "other source": (edit_manifest(source_fingerprint="0" * 64), Staleness.HEADER, "source fingerprint differs"),
+    "unreadable file, re-signed": (overrun_offsets, Staleness.MALFORMED, "qa_outputs.safetensors is not a readable safetensors file"),
 }
 
 
 @pytest.mark.parametrize("damage", DAMAGE)
 def test_damage_is_detected_reported_and_rebuilt(source, tmp_path, damage):
-    harm, reason = DAMAGE[damage]
+    harm, kind, reason = DAMAGE[damage]
     good, _ = load_or_convert(source, CONFIG, tmp_path)
     directory = cache_directory(tmp_path, source, CONFIG)
     harm(directory)
-    with pytest.raises(StaleCache, match=reason):
+    with pytest.raises(StaleCache, match=reason) as stale:
         load(directory, source, CONFIG)
+    assert stale.value.kind is kind
     model = QAModel.load(source, CONFIG.name, cache_dir=tmp_path)
     report = model.load_report
     assert not report.cache_hit and reason in report.detail and "\n" not in report.detail
+    harm(directory)
+    flat, outcome = load_or_convert(source, CONFIG, tmp_path)
+    assert not outcome.hit and outcome.stale.kind is kind and reason in str(outcome.stale)
     rebuilt = load(directory, untouchable(source), CONFIG)
     assert rebuilt.keys() == good.keys() and all(torch.equal(rebuilt[k], good[k]) for k in good)
 
@@ -159,10 +167,11 @@ CONVERTER = textwrap.dedent(
     import sys, time
     from pathlib import Path
     import bertl11.cache as cache
+    import bertl11.verified as verified
     from bertl11 import get_run_config, resolve_model
 
     cache_dir, config, pause_after, go = sys.argv[1], sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])
-    write = cache._write_durably
+    write = verified.write_file
     written = []
 
     def write_then_maybe_pause(path, data):
@@ -172,7 +181,7 @@ CONVERTER = textwrap.dedent(
         if len(written) == pause_after:
             time.sleep(600)  # the test kills us here
 
-    cache._write_durably = write_then_maybe_pause
+    verified.write_file = write_then_maybe_pause
     source = resolve_model("tiny")
     print("ready", flush=True)
     while not go.exists():

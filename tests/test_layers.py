@@ -97,6 +97,25 @@ def test_imports_inside_functions_count():
     assert "bertl11.machine" in graph["bertl11.commands.doctor"]
 
 
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    """Every module `start` imports, directly or through others."""
+    seen, todo = set(), [start]
+    while todo:
+        for target in graph.get(todo.pop(), ()):
+            if target not in seen:
+                seen.add(target)
+                todo.append(target)
+    return seen
+
+
+def test_the_probe_imports_no_backend():
+    """machine.py times the int8 linears (quantize.py); it must not reach a backend, which asks it what to run."""
+    graph = import_graph()
+    assert "bertl11.quantize" in graph["bertl11.machine"]
+    backends = {t for t in reachable(graph, "bertl11.machine") if t.startswith("bertl11.backends")}
+    assert not backends, f"bertl11.machine reaches {sorted(backends)}"
+
+
 def test_the_domain_imports_nothing_from_the_command_line():
     for name, targets in import_graph().items():
         if not name.startswith(("bertl11.commands", "bertl11.cli", "bertl11.__main__")):

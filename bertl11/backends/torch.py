@@ -10,26 +10,22 @@ docs/performance.md.
 
 from __future__ import annotations
 
-import warnings
-from contextlib import contextmanager
+import functools
 
 import torch
 import torch.nn.functional as F
 
-from .. import machine
+from .. import machine, quantize
 from ..config import BFLOAT8_B, BFLOAT16, FLOAT32, BertShape, RunConfig, get_run_config
 from ..model import bert_qa
 from ..ops import OPS, Backend
+from ..verified import VerifiedDirectory
 from ..weights import parameter_tree, tensor_kind
 
 TORCH_DTYPES = {FLOAT32: torch.float32, BFLOAT16: torch.bfloat16}
 GEMM_KINDS = ("matmul_weights", "qa_head_weights")
 # The seed clamps HF's extended attention mask to this value (finfo.min overflows in bf16 arithmetic).
 MASK_VALUE = -100000.0
-# Int8 linears: input channels per linear kept in float32, and the seeded batch that finds them.
-OUTLIER_CHANNELS = 16
-CALIBRATION_SEED = 11
-CALIBRATION_LENGTH = 128
 
 
 def round_to(t: torch.Tensor, dtype: str, held: torch.dtype | None = None) -> torch.Tensor:
@@ -172,22 +168,6 @@ class TorchOps(Backend):
         return logits[..., 0], logits[..., 1]
 
 
-def quantize_rows(x: torch.Tensor, skip_columns: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """[M, K] float -> (int8 [M, K], float32 scale [M, 1]): symmetric, one scale per row (token).
-
-    The `skip_columns` do not set the scale (they are computed in float elsewhere); they saturate.
-    """
-    magnitudes = x.abs().index_fill_(1, skip_columns, 0.0)
-    scale = magnitudes.amax(dim=1, keepdim=True).float().clamp_(min=1e-12).div_(127.0)
-    return (x / scale).round_().clamp_(-127, 127).to(torch.int8), scale
-
-
-def quantize_columns(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """[K, N] float -> (int8 [K, N], float32 scale [N]): symmetric, one scale per output column."""
-    scale = w.abs().amax(dim=0).float().clamp_(min=1e-12).div_(127.0)
-    return (w / scale).round_().to(torch.int8), scale
-
-
 class _InputRecorder(TorchOps):
     """Float32 ops that record, per linear weight, the largest |value| each input channel reaches."""
 
@@ -202,84 +182,14 @@ class _InputRecorder(TorchOps):
         return super()._linear(x, p)
 
 
-def input_outliers(flat: dict[str, torch.Tensor], shape: BertShape, count: int) -> dict[str, torch.Tensor]:
-    """For each encoder linear weight, the `count` input channels with the largest activations.
-
-    Pretrained BERTs carry a few hidden channels whose values are 10-30x the rest, for any input: scaling
-    each token by its largest value would leave the other channels a handful of int8 levels. The channels
-    are found once from a float32 pass over seeded random tokens (they do not depend on the text).
-    """
+def channel_maxima(flat: dict[str, torch.Tensor], input_ids, token_type_ids, attention_mask,
+                   shape: BertShape) -> dict[str, torch.Tensor]:
+    """For each linear weight of `flat` (float32), the largest |value| each of its input channels reaches in a
+    float32 forward of the model on these inputs: what `quantize.input_outliers` calibrates from."""
     recorder = _InputRecorder(shape)
-    generator = torch.Generator().manual_seed(CALIBRATION_SEED)
-    ids = torch.randint(1000, shape.vocab_size, (2, CALIBRATION_LENGTH), generator=generator)
-    token_types = (torch.arange(CALIBRATION_LENGTH) >= CALIBRATION_LENGTH // 4).long().expand(2, -1)
     with torch.inference_mode():
-        bert_qa(recorder, parameter_tree(flat), ids, token_types, torch.ones_like(ids), shape)
-    return {
-        name: recorder.channel_max[id(t)].topk(count).indices.sort().values
-        for name, t in flat.items()
-        if id(t) in recorder.channel_max and name.startswith("bert.encoder.")
-    }
-
-
-class IntMmLinear:
-    """tokens [M, K] @ w [K, N] through `torch._int_mm` (oneDNN s8 x s8 -> s32, fast with VNNI or AMX).
-
-    Weights are quantised per output column, activations per token at run time; the outlier input channels'
-    slice of the product (K = len(outlier_channels)) stays in float32 and does not set a token's scale.
-    """
-
-    def __init__(self, w: torch.Tensor, outlier_channels: torch.Tensor):
-        self.outlier_channels = outlier_channels
-        self.outlier_rows = w[outlier_channels].clone()
-        self.weight, self.scale = quantize_columns(w.index_fill(0, outlier_channels, 0.0))
-
-    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
-        rows, row_scale = quantize_rows(tokens, self.outlier_channels)
-        y = torch._int_mm(rows, self.weight).float().mul_(row_scale).mul_(self.scale)
-        return y.addmm_(tokens[:, self.outlier_channels], self.outlier_rows)
-
-
-class FbgemmLinear:
-    """tokens [M, K] @ w [K, N] through fbgemm's dynamically quantised linear (`torch.ops.quantized`), the
-    int8 kernel AVX2 CPUs run fast (u8 x s8 with 16-bit pair sums; `reduce_range` keeps activations to 7 bits
-    so those sums never saturate, on every CPU alike).
-
-    fbgemm gives a whole call one activation scale, so each token is first divided by its largest value
-    (outlier channels aside): one scale then serves every token as a per-token scale would. Weights per
-    output column; outlier input channels in float32, as in `IntMmLinear`.
-    """
-
-    def __init__(self, w: torch.Tensor, outlier_channels: torch.Tensor | None = None):
-        self.outlier_channels = torch.empty(0, dtype=torch.long) if outlier_channels is None else outlier_channels
-        self.outlier_rows = w[self.outlier_channels].clone()
-        kept = w.float().index_fill(0, self.outlier_channels, 0.0)
-        scale = kept.abs().amax(dim=0).clamp_(min=1e-12).div_(127.0).double()
-        zero_points = torch.zeros(w.shape[1], dtype=torch.long)
-        with warnings.catch_warnings(), quantized_engine("fbgemm"):
-            warnings.simplefilter("ignore")  # torch deprecates quantized tensors, fbgemm's only way in
-            qweight = torch.quantize_per_channel(kept.t().contiguous(), scale, zero_points, 0, torch.qint8)
-            self.packed = torch.ops.quantized.linear_prepack(qweight, None)
-
-    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
-        magnitudes = tokens.abs().index_fill_(1, self.outlier_channels, 0.0)
-        row_scale = magnitudes.amax(dim=1, keepdim=True).clamp_(min=1e-12)
-        normalised = tokens.div(row_scale).index_fill_(1, self.outlier_channels, 0.0)
-        y = torch.ops.quantized.linear_dynamic(normalised, self.packed, True).mul_(row_scale)
-        return y.addmm_(tokens[:, self.outlier_channels], self.outlier_rows)
-
-
-@contextmanager
-def quantized_engine(name: str):
-    previous = torch.backends.quantized.engine
-    torch.backends.quantized.engine = name
-    try:
-        yield
-    finally:
-        torch.backends.quantized.engine = previous
-
-
-INT8_LINEARS = {"int_mm": IntMmLinear, "fbgemm": FbgemmLinear}
+        bert_qa(recorder, parameter_tree(flat), input_ids, token_type_ids, attention_mask, shape)
+    return {name: recorder.channel_max[id(t)] for name, t in flat.items() if id(t) in recorder.channel_max}
 
 
 class FastTorchOps(TorchOps):
@@ -290,7 +200,8 @@ class FastTorchOps(TorchOps):
     - On CPU, 8-bit weight configs (BFLOAT8_B) run their encoder linears through an int8 kernel where the
       machine has a fast one (`machine.Machine.int8_kernel`: `torch._int_mm` with VNNI/AMX, fbgemm on AVX2):
       weights quantised per output column, activations per token at run time, except a few outlier input
-      channels per linear (`input_outliers`), whose small slice of the product stays in float32.
+      channels per linear (`quantize.input_outliers`), whose small slice of the product stays in float32.
+      The int8 weights and outlier channels are made once and kept in `int8_cache` (`quantize.py`).
       BFLOAT8_B is 8 bits too, but with one exponent per 16 values along the output axis, which an integer
       GEMM cannot factor out: these are not the device's values. Activations between the int8 GEMMs stay
       float32 (int32 accumulators dequantise to it).
@@ -298,8 +209,11 @@ class FastTorchOps(TorchOps):
     - Q.K^T, softmax and .V run as one fused kernel (`scaled_dot_product_attention` with the padding mask).
     """
 
-    def __init__(self, shape: BertShape, run_config: RunConfig, device: str | torch.device = "cpu"):
+    def __init__(self, shape: BertShape, run_config: RunConfig, device: str | torch.device = "cpu",
+                 int8_cache: VerifiedDirectory | None = None):
+        """int8_cache: where the int8 linears are kept (`cache.int8_cache`); without one they are made at every load."""
         super().__init__(shape, run_config, device)
+        self.int8_cache = int8_cache
         self.int8 = machine.Choice("none", "not an 8-bit weight config" if run_config.weights != BFLOAT8_B
                                    else f"int8 GEMMs are a CPU choice, not taken on {self.device.type}")
         if self.device.type == "cpu" and run_config.weights == BFLOAT8_B:
@@ -312,13 +226,14 @@ class FastTorchOps(TorchOps):
         if self.int8.kernel == "none":
             return parameter_tree({name: t.to(self.device, self.dtype) for name, t in flat.items()})
         flat = {name: t.float() for name, t in flat.items()}
-        outliers = input_outliers(flat, self.shape, OUTLIER_CHANNELS)
-        linear = INT8_LINEARS[self.int8.kernel]
-        return parameter_tree({name: linear(t, outliers[name]) if name in outliers else t for name, t in flat.items()})
+        record = functools.partial(channel_maxima, shape=self.shape)
+        linears, outcome = quantize.load_or_quantize(flat, self.shape, self.int8.kernel, record, self.int8_cache)
+        self.cache_detail = outcome.detail if outcome is not None else ""
+        return parameter_tree({**flat, **linears})
 
     def describe(self) -> str:
         if self.int8.kernel != "none":
-            return (f"int8 encoder linears ({self.int8.kernel}, per-token x per-column, {OUTLIER_CHANNELS} float "
+            return (f"int8 encoder linears ({self.int8.kernel}, per-token x per-column, {quantize.OUTLIER_CHANNELS} float "
                     "input channels), float32 elsewhere")
         return f"{str(self.dtype).removeprefix('torch.')}, fused attention"
 

@@ -7,9 +7,10 @@ the seed's metal_BERT_large_11 does. Names follow ttnn 0.81 (tenstorrent/tt-meta
 the real package. `ttnn` is imported only when a device is opened, so this module imports without it.
 
 Weights: the model-layout tensors from the verified safetensors cache are converted once per card and
-stored beside it with ttnn.dump_tensor (`cache.ttnn_cache_directory`/<arch>/*.tensorbin, plus a manifest of
-sizes and sha256 and of the safetensors manifest they came from, written last); later loads verify the
-manifest and use ttnn.load_tensor. The program
+stored beside it with ttnn.dump_tensor (`cache.ttnn_cache_directory`/<arch>/*.tensorbin), a verified directory
+(`verified.py`: a manifest of sizes and sha256 and of what they were made from, written last; written whole, by
+one process at a time); later loads verify it and use ttnn.load_tensor, and a stale one is rebuilt with the
+reason reported (`cache_detail`). The program
 cache is on (ttnn's default; enabled explicitly for older builds), so the first batch compiles every kernel
 and later batches reuse them.
 
@@ -32,21 +33,31 @@ import torch
 from ..config import BertShape, RunConfig
 from ..devices import COL_MAJOR, Device, device_for_arch
 from ..errors import UserError
-from ..files import atomic_path, write_json
 from ..ops import OPS, Backend
 from ..plan import (
     BLOCK_SHARDED, INTERLEAVED, MULTICAST, EncoderShape, LayerNormProgram, MatmulProgram, Plan,
     SoftmaxProgram, interleave_qkv, make_plan,
 )
-from ..verified import MANIFEST, StaleCache, file_entry, read_manifest, sha256_file, verify_files
+from ..verified import Staging, VerifiedDirectory, sha256_file
 from ..weights import parameter_tree, tensor_kind
 from .torch import MASK_VALUE
 from .ttnn_program_configs import build_program_config
 
 # ttnn.dump_tensor and load_tensor take only files with this extension (ttnn/operations/core.py).
 TENSORBIN = ".tensorbin"
+# Why a .tensorbin cache whose header differs is stale, in one line: (found, expected) -> reason.
+TENSORBIN_REASONS = {
+    "ttnn": lambda found, expected: f"written by ttnn {found}, this is ttnn {expected}",
+    "config": lambda found, expected: f"converted for config {found}, not {expected}",
+    "qkv_groups": lambda found, expected: f"QKV interleaved in {found} groups, this card's plan needs {expected}",
+    "source": lambda found, expected: "the safetensors cache it was converted from changed",
+}
 # The seed runs layernorm at HiFi4 and the matmuls at ttnn's defaults (tt/bert_encoder.py).
 LAYERNORM_FIDELITY = "HiFi4"
+
+
+def tensorbin_name(name: str, dtype: str) -> str:
+    return f"{name}_{dtype.upper()}{TENSORBIN}"
 
 
 def import_ttnn():
@@ -354,14 +365,30 @@ class TtnnOps(Backend):
         return t.reshape(1, 1, -1, t.shape[-1]), dtype, True
 
     def prepare(self, flat: dict[str, torch.Tensor]):
-        """Model-layout tensors -> device tensors in DRAM, via this card's .tensorbin cache when it verifies. On a
-        mesh every chip gets a replica (ReplicateTensorToMesh), converted from the safetensors cache: the
-        .tensorbin files hold single-chip tensors."""
+        """Model-layout tensors -> device tensors in DRAM, via this card's .tensorbin cache when it verifies
+        (`tensorbin_cache`), else converted and, on one chip, dumped into a new cache. On a mesh every chip
+        gets a replica (ReplicateTensorToMesh), converted from the safetensors cache: the .tensorbin files hold
+        single-chip tensors."""
         ttnn = self.ttnn
         groups = self._groups()
-        directory = self.weight_cache / self.card.arch if self.weight_cache is not None and self.chips == 1 else None
-        manifest = self._read_manifest(directory, groups)
-        tensors, entries = {}, {}
+        if self.weight_cache is None or self.chips > 1:
+            return parameter_tree(self._convert(flat, groups))
+        cache = self.tensorbin_cache(groups)
+        files = {name: tensorbin_name(name, self.run_config.dtype_of(tensor_kind(name))) for name in flat}
+
+        def load() -> dict:
+            cache.verify(required=list(files.values()))
+            return {name: self._upload(ttnn.load_tensor(str(cache.path / files[name])), ttnn.DRAM_MEMORY_CONFIG) for name in flat}
+
+        tensors, outcome = cache.load_or_build(load, lambda staging: self._convert(flat, groups, staging))
+        self.cache_detail = outcome.detail
+        return parameter_tree(tensors)
+
+    def _convert(self, flat: dict[str, torch.Tensor], groups: int, staging: Staging | None = None) -> dict:
+        """Model-layout tensors -> device tensors in DRAM, one at a time; on one chip each host tensor is also
+        dumped into `staging` (a .tensorbin cache being written) when given."""
+        ttnn = self.ttnn
+        tensors = {}
         for name, t in flat.items():
             data, dtype, tiled = self._device_layout(name, t.float(), groups)
             layout = ttnn.TILE_LAYOUT if tiled else ttnn.ROW_MAJOR_LAYOUT
@@ -369,46 +396,26 @@ class TtnnOps(Backend):
                 tensors[name] = ttnn.from_torch(data, dtype=getattr(ttnn, dtype), layout=layout, device=self.tt,
                                                 memory_config=ttnn.DRAM_MEMORY_CONFIG, mesh_mapper=self._mapper(replicate=True))
                 continue
-            file_name = f"{name}_{dtype.upper()}{TENSORBIN}"
-            if manifest is not None:
-                host = ttnn.load_tensor(str(directory / file_name))
-            else:
-                host = ttnn.from_torch(data, dtype=getattr(ttnn, dtype), layout=layout)
-                if directory is not None:
-                    entries[file_name] = self._dump(host, directory / file_name)
+            host = ttnn.from_torch(data, dtype=getattr(ttnn, dtype), layout=layout)
+            if staging is not None:
+                self._dump(host, staging, tensorbin_name(name, dtype))
             tensors[name] = self._upload(host, ttnn.DRAM_MEMORY_CONFIG)
-        if directory is not None and manifest is None:
-            self._write_manifest(directory, groups, entries)
-        return parameter_tree(tensors)
+        return tensors
 
-    def _dump(self, host, path: Path) -> dict:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path, suffix=TENSORBIN) as temporary:  # ttnn refuses any other extension
-            self.ttnn.dump_tensor(temporary, host)
-        return file_entry(path)
+    def _dump(self, host, staging: Staging, file_name: str) -> None:
+        # ttnn.dump_tensor refuses a name not ending in .tensorbin: staged files are written under their own names.
+        self.ttnn.dump_tensor(str(staging.path / file_name), host)
+        staging.add(file_name)
 
-    def _header(self, groups: int) -> dict:
+    def tensorbin_cache(self, groups: int) -> VerifiedDirectory:
+        """This card's .tensorbin cache: what its files were made from (the installed ttnn, the run config, the
+        QKV interleave groups and the safetensors manifest they were converted from)."""
         source = self.source_manifest
-        return {
+        header = {
             "ttnn": ttnn_version(), "config": self.run_config.name, "qkv_groups": groups,
             "source": sha256_file(source) if source is not None and source.is_file() else None,
         }
-
-    def _read_manifest(self, directory: Path | None, groups: int) -> dict | None:
-        """The manifest if it matches and every file verifies; None means convert (and rewrite) the cache."""
-        if directory is None:
-            return None
-        try:
-            manifest = read_manifest(directory)
-            if manifest.get("header") != self._header(groups):
-                return None
-            verify_files(directory, manifest.get("files", {}))
-        except (StaleCache, KeyError, TypeError):
-            return None
-        return manifest
-
-    def _write_manifest(self, directory: Path, groups: int, entries: dict) -> None:
-        write_json(directory / MANIFEST, {"header": self._header(groups), "files": entries})
+        return VerifiedDirectory(self.weight_cache / self.card.arch, header, TENSORBIN_REASONS, ".tensorbin cache")
 
     # ------------------------------------------------------------------ the ops
 

@@ -13,7 +13,7 @@ from bertl11.config import TT_CONFIGS, get_run_config
 from bertl11.errors import UserError
 from bertl11.model import bert_qa
 from bertl11.plan import PlanError
-from bertl11.verified import MANIFEST
+from bertl11.verified import MANIFEST, Staleness, StaleCache
 from ttnn_standin import StandinTtnn, model_shape, record_forward, recording
 
 LARGE = model_shape("large")
@@ -25,8 +25,8 @@ def calls_of(standin, function):
 
 
 def test_dumps_go_through_a_tensorbin_temporary(tmp_path):
-    """E1: ttnn.dump_tensor refuses any path not ending in .tensorbin (ttnn/operations/core.py), so the
-    atomic write's temporary must end in it too; the final file replaces it."""
+    """E1: ttnn.dump_tensor refuses any path not ending in .tensorbin (ttnn/operations/core.py), so files are
+    dumped under their own names into the cache's staging directory, which then replaces the cache whole."""
     standin = StandinTtnn()
     record_forward(standin, model_shape("tiny"), "BFLOAT8_B-L1", 8, tmp_path, passes=1)
     dumps = calls_of(standin, "dump_tensor")
@@ -63,7 +63,7 @@ def test_cache_header_names_the_installed_ttnn(tmp_path, monkeypatch):
     monkeypatch.setattr(importlib.metadata, "version", lambda name: installed.get(name) or real_version(name))
     shape = model_shape("tiny")
     record_forward(StandinTtnn(), shape, "BFLOAT16-DRAM", 8, tmp_path, passes=1)
-    header = json.loads((tmp_path / "wormhole_b0" / MANIFEST).read_text())["header"]
+    header = json.loads((tmp_path / "wormhole_b0" / MANIFEST).read_text())
     assert header["ttnn"] == "0.81.1"
     again = StandinTtnn()
     record_forward(again, shape, "BFLOAT16-DRAM", 8, tmp_path, passes=1)
@@ -72,6 +72,71 @@ def test_cache_header_names_the_installed_ttnn(tmp_path, monkeypatch):
     upgraded = StandinTtnn()
     record_forward(upgraded, shape, "BFLOAT16-DRAM", 8, tmp_path, passes=1)
     assert calls_of(upgraded, "dump_tensor") and not calls_of(upgraded, "load_tensor")
+
+
+def flip_a_bit(path):
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def edit_manifest(**changes):
+    def edit(directory):
+        manifest = json.loads((directory / MANIFEST).read_text())
+        (directory / MANIFEST).write_text(json.dumps({**manifest, **changes}))
+
+    return edit
+
+
+TENSORBIN = "bert.encoder.layer.0.attention.self.qkv.weight_BFLOAT16.tensorbin"
+TENSORBIN_DAMAGE = {
+    "corrupted": (lambda d: flip_a_bit(d / TENSORBIN), Staleness.CORRUPTED, f"{TENSORBIN} does not match its sha256"),
+    "truncated": (lambda d: (d / TENSORBIN).write_bytes((d / TENSORBIN).read_bytes()[:-1]), Staleness.TRUNCATED,
+                  f"{TENSORBIN} has"),
+    "missing file": (lambda d: (d / TENSORBIN).unlink(), Staleness.MISSING, f"{TENSORBIN} is missing"),
+    "absent": (lambda d: (d / MANIFEST).unlink(), Staleness.ABSENT, "no cache at"),
+    "other QKV groups": (edit_manifest(qkv_groups=99), Staleness.HEADER, "QKV interleaved in 99 groups"),
+    "other ttnn": (edit_manifest(ttnn="0.80.0"), Staleness.HEADER, "written by ttnn 0.80.0"),
+    "not a JSON object": (lambda d: (d / MANIFEST).write_text("[1, 2]"), Staleness.MALFORMED, "not a JSON object"),
+    "cut manifest": (lambda d: (d / MANIFEST).write_text((d / MANIFEST).read_text()[:-3]), Staleness.MALFORMED,
+                     "unreadable manifest"),
+}
+
+
+@pytest.mark.parametrize("damage", TENSORBIN_DAMAGE)
+def test_a_stale_tensorbin_cache_is_rebuilt_with_its_reason(tmp_path, damage):
+    """The .tensorbin cache is a verified directory: each damage has its kind, the backend reports the reason in
+    one line (`cache_detail`, which `QAModel.load` adds to its report) and converts again, under the writers' lock."""
+    harm, kind, reason = TENSORBIN_DAMAGE[damage]
+    shape, directory = model_shape("tiny"), tmp_path / "wormhole_b0"
+    first, _ = record_forward(StandinTtnn(), shape, "BFLOAT16-DRAM", 8, tmp_path, passes=1)
+    assert first.cache_detail == f"converted into {directory}" and (tmp_path / ".wormhole_b0.lock").exists()
+    again = StandinTtnn()
+    ops, _ = record_forward(again, shape, "BFLOAT16-DRAM", 8, tmp_path, passes=1)
+    assert ops.cache_detail == f"loaded from {directory}" and not calls_of(again, "dump_tensor")
+    harm(directory)
+    with pytest.raises(StaleCache, match=reason) as stale:
+        ops.tensorbin_cache(ops._groups()).verify()
+    assert stale.value.kind is kind
+    rebuilt = StandinTtnn()
+    ops, _ = record_forward(rebuilt, shape, "BFLOAT16-DRAM", 8, tmp_path, passes=1)
+    assert calls_of(rebuilt, "dump_tensor") and not calls_of(rebuilt, "load_tensor")
+    if kind is Staleness.ABSENT:
+        assert ops.cache_detail == f"converted into {directory}"
+    else:
+        assert ops.cache_detail.startswith(f"rebuilt {directory}: ") and reason in ops.cache_detail
+    assert "\n" not in ops.cache_detail
+    ops.tensorbin_cache(ops._groups()).verify()
+
+
+def test_a_rebuilt_safetensors_cache_makes_the_tensorbin_cache_stale(tmp_path):
+    shape = model_shape("tiny")
+    ops, _ = record_forward(StandinTtnn(), shape, "BFLOAT16-DRAM", 8, tmp_path, passes=1)
+    ops.source_manifest = tmp_path / "safetensors-manifest.json"
+    ops.source_manifest.write_text('{"rebuilt": true}')
+    with pytest.raises(StaleCache, match="the safetensors cache it was converted from changed") as stale:
+        ops.tensorbin_cache(ops._groups()).manifest()
+    assert stale.value.kind is Staleness.HEADER
 
 
 def test_embeddings_add_positions_inside_the_layernorm(tmp_path):

@@ -92,10 +92,12 @@ def planted_backend():
     """bertl11/backends/ttnn.py with E1 and E2 back: dumps through a .tmp temporary, the 4-D QKV output
     handed to the interleaved split."""
     source = BACKEND.read_text()
-    e1 = "with atomic_path(path, suffix=TENSORBIN) as temporary:"
+    e1 = "self.ttnn.dump_tensor(str(staging.path / file_name), host)"
     e2 = "fused = ttnn.reshape(qkv, (shape[0], shape[2], shape[3]))"
     assert e1 in source and e2 in source
-    source = source.replace(e1, "with atomic_path(path) as temporary:").replace(e2, "fused = qkv")
+    through_tmp = ("temporary = staging.path / (file_name + '.tmp'); self.ttnn.dump_tensor(str(temporary), host); "
+                   "temporary.rename(staging.path / file_name)")
+    source = source.replace(e1, through_tmp).replace(e2, "fused = qkv")
     module = types.ModuleType("bertl11.backends.ttnn_planted")
     module.__package__ = "bertl11.backends"
     sys.modules[module.__name__] = module  # dataclasses look their module up there
