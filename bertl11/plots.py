@@ -63,11 +63,11 @@ def ops_bars(report, column: str, title: str, xlabel: str):
 
 
 def grid_picture(plan: Plan, ax=None):
-    """The device's core grid, each used core labelled with the sequence and heads it holds (matplotlib)."""
+    """The card's core grid, each used core labelled with the sequence and heads it holds (matplotlib)."""
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
-    dx, dy = plan.device.grid
+    dx, dy = plan.card.grid
     if ax is None:
         _, ax = plt.subplots(figsize=(0.8 * dx + 1, 0.6 * dy + 1))
     colours = plt.get_cmap("tab20")
@@ -88,7 +88,7 @@ def grid_picture(plan: Plan, ax=None):
     ax.set_yticks([i + 0.47 for i in range(dy)], range(dy))
     ax.set_xlabel("x")
     ax.set_ylabel("y")
-    ax.set_title(f"{plan.device.title}: batch {plan.batch} on {plan.grid[0]}x{plan.grid[1]} cores ({plan.orientation}); s = sequence, h = heads")
+    ax.set_title(f"{plan.card.title}: batch {plan.batch} on {plan.grid[0]}x{plan.grid[1]} cores ({plan.orientation}); s = sequence, h = heads")
     return ax.figure
 
 

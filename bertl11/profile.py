@@ -59,7 +59,7 @@ class ProfilingOps(Backend):
 
     def __init__(self, ops: Backend):
         self.ops = ops
-        self.device, self.card = ops.device, ops.card
+        self.torch_device, self.card = ops.torch_device, ops.card
         self.calls: list[OpCall] = []
         self._layer = -1
 
