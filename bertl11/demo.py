@@ -62,9 +62,9 @@ def check_batch(batch: int, device: str, card: str | None) -> None:
     """The seed's batch limits on Tenstorrent cards (one grid line per sequence); any batch >= 1 elsewhere
     (the command line checks that while parsing)."""
     if device == "tt" and card is not None:
-        from .devices import get_device
+        from .cards import get_card
 
-        spec = get_device(card)
+        spec = get_card(card)
         first, last = spec.batch_range
         if not first <= batch <= last:
             raise UserError(f"{spec.title} runs batch {first}-{last}, not {batch}")

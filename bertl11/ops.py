@@ -107,8 +107,8 @@ class Backend(Protocol):
     the scores and an add+layernorm over the residual (`OpSpec.in_place`), so those are not released apart.
     """
 
-    device: Any  # the torch device the model hands inputs over on (the host for ttnn)
-    card: Any = None  # the Tenstorrent card (`devices.Device`) a backend runs on, if any
+    torch_device: Any  # the torch device the model hands inputs over on (the host for ttnn)
+    card: Any = None  # the Tenstorrent card (`cards.Card`) a backend runs on, if any
     # What `prepare` did with the backend's own weight cache (.tensorbin files, int8 linears), in one line.
     cache_detail: str = ""
     fuses_attention: ClassVar[bool] = False  # runs (3)-(5) as one kernel: `fused_attention`

@@ -103,7 +103,7 @@ def compiled(model, device: str):
 
     @torch.inference_mode()
     def run(input_ids, token_type_ids, attention_mask):
-        on_device = (t.to(model.ops.device) for t in (input_ids, token_type_ids, attention_mask))
+        on_device = (t.to(model.ops.torch_device) for t in (input_ids, token_type_ids, attention_mask))
         start, end = forward(*on_device)
         return start.float().cpu(), end.float().cpu()
 

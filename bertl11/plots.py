@@ -47,27 +47,32 @@ def threshold_curve(curves: dict[str, list[tuple[float, float, float]]], title: 
 
 
 def ops_bars(report, column: str, title: str, xlabel: str):
-    """One horizontal bar per op (a `bertl11 profile` CSV as a DataFrame), summed or averaged by op name."""
+    """One horizontal bar per op of a `bertl11 profile` report (its CSV as a DataFrame), in execution order:
+    "Duration (ms)" summed over layers, each bar labelled with its share of the total; another column averaged."""
     import matplotlib.pyplot as plt
 
-    encoder = report[report["Op Name"].notna()]
-    values = encoder.groupby("Op Name", sort=False)[column]
-    series = values.sum() if column == "Duration (ms)" else values.mean()
+    values = report.groupby("Op Name", sort=False)[column]
+    summed = column == "Duration (ms)"
+    series = values.sum() if summed else values.mean()
     fig, ax = plt.subplots(figsize=(7, 0.28 * len(series) + 1))
-    ax.barh(series.index, series.values, color="#4c72b0")
+    bars = ax.barh(series.index, series.values, color="#4c72b0")
     ax.invert_yaxis()  # execution order, top to bottom
+    if summed:
+        total = series.sum()
+        ax.bar_label(bars, labels=[f"{100 * value / total:.1f}%" for value in series.values], padding=3, fontsize=8)
+        ax.margins(x=0.12)
     ax.set_xlabel(xlabel)
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
 
 
 def grid_picture(plan: Plan, ax=None):
-    """The device's core grid, each used core labelled with the sequence and heads it holds (matplotlib)."""
+    """The card's core grid, each used core labelled with the sequence and heads it holds (matplotlib)."""
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
-    dx, dy = plan.device.grid
+    dx, dy = plan.card.grid
     if ax is None:
         _, ax = plt.subplots(figsize=(0.8 * dx + 1, 0.6 * dy + 1))
     colours = plt.get_cmap("tab20")
@@ -88,7 +93,7 @@ def grid_picture(plan: Plan, ax=None):
     ax.set_yticks([i + 0.47 for i in range(dy)], range(dy))
     ax.set_xlabel("x")
     ax.set_ylabel("y")
-    ax.set_title(f"{plan.device.title}: batch {plan.batch} on {plan.grid[0]}x{plan.grid[1]} cores ({plan.orientation}); s = sequence, h = heads")
+    ax.set_title(f"{plan.card.title}: batch {plan.batch} on {plan.grid[0]}x{plan.grid[1]} cores ({plan.orientation}); s = sequence, h = heads")
     return ax.figure
 
 

@@ -90,7 +90,7 @@ class QAModel:
     @torch.inference_mode()
     def __call__(self, input_ids, token_type_ids, attention_mask):
         """Start and end logits as float32 CPU tensors [B, S]."""
-        device = self.ops.device
+        device = self.ops.torch_device
         start, end = self.ops.forward(
             bert_qa,
             self.params,

@@ -173,14 +173,14 @@ def _is_valid_batch(path: Path) -> bool:
 def test_tt_batch_limit_comes_from_the_opened_card(monkeypatch):
     """Without --card, the limits are those of the card ttnn opened (here a tiny CPU model posing as one)."""
     from bertl11.demo import QAInput, run_demo
-    from bertl11.devices import get_device
+    from bertl11.cards import get_card
     from bertl11.runtime import QAModel
 
     load = QAModel.load
 
     def load_on_n300(*args, **kwargs):
         model = load(*args, **{**kwargs, "device": "cpu"})
-        model.ops.card = get_device("n300")
+        model.ops.card = get_card("n300")
         return model
 
     monkeypatch.setattr(QAModel, "load", load_on_n300)

@@ -2,7 +2,7 @@
 encoder layer.
 
 BERT-large shapes (seq 384, hidden 1024, 16 heads, FFN 4096), one encoder layer with random weights. Every
-supported (device, batch, config) is planned and emulated; to stay within the test budget, each emulation does
+supported (card, batch, config) is planned and emulated; to stay within the test budget, each emulation does
 the arithmetic for the last sequence of the batch (the cores with the largest coordinates) while every core's
 blocks are checked for coverage, and an identical program on identical data is emulated once.
 """
@@ -14,8 +14,8 @@ import torch
 
 from bertl11.backends.emulator import EmulationError, GridEmulator
 from bertl11.backends.torch import TorchOps
+from bertl11.cards import CARDS
 from bertl11.config import RUN_CONFIGS, BertShape, get_run_config
-from bertl11.devices import DEVICES
 from bertl11.model import encoder_layer
 from bertl11.plan import make_plan
 from bertl11.weights import parameter_tree
@@ -23,7 +23,7 @@ from bertl11.weights import parameter_tree
 pytestmark = pytest.mark.slow
 
 SEQ, HIDDEN, HEADS, FFN = 384, 1024, 16, 4096
-MAX_BATCH = max(d.batch_range[1] for d in DEVICES.values())
+MAX_BATCH = max(c.batch_range[1] for c in CARDS.values())
 TT_CONFIGS = [name for name, config in RUN_CONFIGS.items() if not config.torch_only]
 SHAPE = BertShape(30522, HIDDEN, 1, HEADS, FFN, 512, 2, 1e-12, "gelu")
 
@@ -67,11 +67,11 @@ def assert_matches_dense(out, layer, rows):
         assert torch.allclose(out[row], dense[row], rtol=1e-4, atol=1e-4), f"sequence {row}: max error {(out[row] - dense[row]).abs().max()}"
 
 
-@pytest.mark.parametrize("device, batch", [(name, batch) for name in sorted(DEVICES) for batch in DEVICES[name].batches()])
-def test_every_supported_combination_equals_dense(device, batch, layer):
+@pytest.mark.parametrize("card, batch", [(name, batch) for name in sorted(CARDS) for batch in CARDS[name].batches()])
+def test_every_supported_combination_equals_dense(card, batch, layer):
     done = set()
     for config in TT_CONFIGS:
-        plan = make_plan(device, batch, config)
+        plan = make_plan(card, batch, config)
         key = (plan.orientation, plan.qkv_groups, tuple(op.program for op in plan.ops.values()))
         if key not in done:  # configs differing only in dtypes and placement run the same programs
             assert_matches_dense(emulate(plan, layer, [batch - 1]), layer, [batch - 1])

@@ -4,8 +4,8 @@ from dataclasses import replace
 
 import pytest
 
+from bertl11.cards import CARDS
 from bertl11.cli import main
-from bertl11.devices import DEVICES
 from bertl11.config import TT_CONFIGS
 from bertl11.plan import MULTICAST, REUSE, EncoderShape, PlanError, make_plan, out_subblock, problems
 
@@ -57,7 +57,7 @@ def test_subblock_rule():
 
 
 @pytest.mark.parametrize(
-    "device, batch, config, reason",
+    "card, batch, config, reason",
     [
         ("e150", 13, "BFLOAT8_B-SHARDED", "compute grid is 12x9"),
         ("n300", 8, "BFLOAT8_B-SHARDED", "compute grid is 8x7"),
@@ -65,9 +65,9 @@ def test_subblock_rule():
         ("n150", 8, "FLOAT32", "torch-only"),
     ],
 )
-def test_refusals_say_why(device, batch, config, reason):
+def test_refusals_say_why(card, batch, config, reason):
     with pytest.raises(PlanError, match=reason):
-        make_plan(device, batch, config)
+        make_plan(card, batch, config)
 
 
 def test_validation_catches_broken_configs():
@@ -81,7 +81,7 @@ def test_validation_catches_broken_configs():
 
 
 def test_l1_overflow_is_refused():
-    small = replace(DEVICES["e150"], l1_bytes=300 * 1024)
+    small = replace(CARDS["e150"], l1_bytes=300 * 1024)
     with pytest.raises(PlanError, match="KiB of L1 per core"):
         make_plan(small, 12, "BFLOAT8_B-SHARDED")
 
@@ -99,7 +99,7 @@ def _with_program(plan, op, **changes):
     return replace(plan, ops={**plan.ops, op: replace(plan.ops[op], program=replace(plan.ops[op].program, **changes))})
 
 
-# Each rule ttnn's device operations apply (plan._op_problems), with a config that breaks it. Plans are the seed's
+# Each rule ttnn's device operations apply (plan.rules._op_problems), with a config that breaks it. Plans are the seed's
 # BFLOAT8_B-SHARDED on an n150 at batch 8 (ROW_MAJOR) unless the rule needs another.
 @pytest.mark.parametrize(
     "op, changes, reason",
@@ -140,7 +140,7 @@ def test_sharded_split_needs_two_heads_per_core():
 
 
 def test_every_declared_plan_passes_the_ported_rules():
-    for device in DEVICES.values():
-        for batch in device.batches():
+    for card in CARDS.values():
+        for batch in card.batches():
             for config in TT_CONFIGS:
-                make_plan(device, batch, config)
+                make_plan(card, batch, config)

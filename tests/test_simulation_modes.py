@@ -12,6 +12,7 @@ from bertl11.compare import pcc
 from bertl11.config import BFLOAT8_B, BFLOAT16, FLOAT32
 from bertl11.model import bert_qa
 from bertl11.ops import DATA_MOVEMENT, OPS
+from bertl11.recording import Recording
 from conftest import encode
 
 # Two native bfloat16 kernels of one CPU disagree this much already: on minilm (6 SQuAD pairs), oneDNN's
@@ -54,38 +55,22 @@ def test_both_compute_modes_agree(case, config, monkeypatch):
         assert torch.equal(ours.argmax(-1), theirs.argmax(-1)), f"{name} argmax differs"
 
 
-class Recorder:
-    """Wraps a backend's ops and keeps each named op's output."""
-
-    def __init__(self, ops):
-        self.ops, self.outputs = ops, []
-
-    def __getattr__(self, name):
-        method = getattr(self.ops, name)
-        if name not in STORED:
-            return method
-
-        def record(*args):
-            out = method(*args)
-            self.outputs.append((STORED[name], out))
-            return out
-
-        return record
-
-
 # Op -> the tensor name whose storage dtype its output is held in (the op table; data movement rounds nothing).
-STORED = {name: op.output for name, op in OPS.items() if op.output and op.kind != DATA_MOVEMENT} | {"attention_mask": "attention_mask"}
+STORED = {name: op.output for name, op in OPS.items() if op.output and op.kind != DATA_MOVEMENT}
 
 
 def op_outputs(monkeypatch, config, mode):
+    """(tensor name, output) of every op that rounds its output, and the additive mask the backend makes."""
     source = resolve_model("tiny")
     monkeypatch.setenv(machine.GEMM_DTYPE_VARIABLE, mode)
     model = QAModel.load(source, config)
     batch = encode(source.tokenizer, [("Who wrote it?", "Victor Hugo wrote it in exile, on Guernsey.")] * 2)
-    recorder = Recorder(model.ops)
+    recording = Recording(model.ops, keep_outputs=lambda call: call.op in STORED)
     with torch.inference_mode():
-        bert_qa(recorder, model.params, batch["input_ids"], batch["token_type_ids"], batch["attention_mask"], model.shape)
-    return model.run_config, recorder.outputs
+        bert_qa(recording, model.params, batch["input_ids"], batch["token_type_ids"], batch["attention_mask"], model.shape)
+        mask = model.ops.attention_mask(batch["attention_mask"])
+    kept = [(STORED[call.op], out) for call in recording.calls if call.outputs for out in call.outputs]
+    return model.run_config, kept + [("attention_mask", mask)]
 
 
 # The storage dtypes each config's op outputs use (the seed's tt/model_config.py).

@@ -23,8 +23,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..cards import COL_MAJOR
 from ..config import BertShape, get_run_config
-from ..devices import COL_MAJOR
 from ..plan import TILE, LayerNormProgram, MatmulProgram, Plan, SoftmaxProgram, interleave_qkv
 from .torch import TorchOps
 
@@ -51,13 +51,13 @@ class GridEmulator(TorchOps):
         gx, gy = plan.grid
         for core in self.cores:
             x, y = plan.core(*core)
-            if not (x < gx <= plan.device.grid[0] and y < gy <= plan.device.grid[1]):
-                raise EmulationError(f"core ({x}, {y}) lies outside the {gx}x{gy} grid of {plan.device.title}")
+            if not (x < gx <= plan.card.grid[0] and y < gy <= plan.card.grid[1]):
+                raise EmulationError(f"core ({x}, {y}) lies outside the {gx}x{gy} grid of {plan.card.title}")
 
     # ------------------------------------------------------------------ the Backend protocol
 
     def describe(self) -> str:
-        return f"grid emulation of {self.plan.device.title}, batch {self.plan.batch}, {self.plan.config.name} (float32)"
+        return f"grid emulation of {self.plan.card.title}, batch {self.plan.batch}, {self.plan.config.name} (float32)"
 
     def prepare(self, flat: dict[str, torch.Tensor]):
         """QKV weights interleaved in the plan's groups, as the TT backend lays them out."""

@@ -57,14 +57,14 @@ class TorchOps(Backend):
     def __init__(self, shape: BertShape, run_config: RunConfig, device: str | torch.device = "cpu"):
         self.shape = shape
         self.run_config = run_config
-        self.device = torch.device(device)
+        self.torch_device = torch.device(device)
         self.dtype = TORCH_DTYPES[run_config.compute_dtype]
         # Where bfloat16 GEMMs are not native, they run in float32 on the bfloat16 operands: a bfloat16 x
         # bfloat16 product is exact in float32 and the sums accumulate in float32 either way, so only the
         # summation order differs. Everything else still computes in bfloat16 (elementwise kernels are fast
         # anywhere, and their roundings matter), but op outputs are held in the GEMM dtype: every stored
         # value is exact in it, and most outputs feed only GEMMs, which then need no conversion.
-        self.gemm_dtype, self.gemm_reason = gemm_dtype(run_config, self.device)
+        self.gemm_dtype, self.gemm_reason = gemm_dtype(run_config, self.torch_device)
         self.held_dtype = self.gemm_dtype
         self.gelu_approximate = "none" if shape.hidden_act == "gelu" else "tanh"
 
@@ -74,7 +74,7 @@ class TorchOps(Backend):
         The weight cache already holds every tensor in its config dtype's values (BFLOAT8_B ones decoded),
         so nothing is rounded again here.
         """
-        return parameter_tree({name: t.to(self.device, self._dtype_of(name)) for name, t in flat.items()})
+        return parameter_tree({name: t.to(self.torch_device, self._dtype_of(name)) for name, t in flat.items()})
 
     def _dtype_of(self, name: str) -> torch.dtype:
         """GEMM operands (linear weights and biases) in the GEMM dtype, the rest in the compute dtype."""
@@ -82,8 +82,8 @@ class TorchOps(Backend):
 
     def synchronize(self) -> None:
         """Wait for queued kernels (CUDA runs asynchronously), so a timer measures finished work."""
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        if self.torch_device.type == "cuda":
+            torch.cuda.synchronize(self.torch_device)
 
     def describe(self) -> str:
         """The numerics in a few words, for reports."""
@@ -215,8 +215,8 @@ class FastTorchOps(TorchOps):
         super().__init__(shape, run_config, device)
         self.int8_cache = int8_cache
         self.int8 = machine.Choice("none", "not an 8-bit weight config" if run_config.weights != BFLOAT8_B
-                                   else f"int8 GEMMs are a CPU choice, not taken on {self.device.type}")
-        if self.device.type == "cpu" and run_config.weights == BFLOAT8_B:
+                                   else f"int8 GEMMs are a CPU choice, not taken on {self.torch_device.type}")
+        if self.torch_device.type == "cpu" and run_config.weights == BFLOAT8_B:
             self.int8 = machine.probe().int8_kernel()
         if self.int8.kernel != "none":
             self.gemm_dtype = torch.float32
@@ -224,7 +224,7 @@ class FastTorchOps(TorchOps):
 
     def prepare(self, flat: dict[str, torch.Tensor]):
         if self.int8.kernel == "none":
-            return parameter_tree({name: t.to(self.device, self.dtype) for name, t in flat.items()})
+            return parameter_tree({name: t.to(self.torch_device, self.dtype) for name, t in flat.items()})
         flat = {name: t.float() for name, t in flat.items()}
         record = functools.partial(channel_maxima, shape=self.shape)
         linears, outcome = quantize.load_or_quantize(flat, self.shape, self.int8.kernel, record, self.int8_cache)

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import torch
 
+from ..cards import COL_MAJOR, Card, card_for_arch
 from ..config import BertShape, RunConfig
-from ..devices import COL_MAJOR, Device, device_for_arch
 from ..errors import UserError
 from ..ops import OPS, Backend
 from ..plan import (
@@ -113,7 +113,7 @@ MODEL_QUEUE, UPLOAD_QUEUE = 0, 1
 SINGLE_CHIP = (1, 1)
 
 
-def open_tt_device(ttnn, mesh: tuple[int, int] = SINGLE_CHIP) -> tuple[object, Device]:
+def open_tt_device(ttnn, mesh: tuple[int, int] = SINGLE_CHIP) -> tuple[object, Card]:
     """Open the chips of `mesh` (rows x columns; one chip by default) as one mesh device with a trace region
     and two command queues, or say in one line why not (no card, too few chips, a Grayskull, a driver error).
     The card entry is per chip: every chip runs the same plan on its share of the batch."""
@@ -136,17 +136,17 @@ def open_tt_device(ttnn, mesh: tuple[int, int] = SINGLE_CHIP) -> tuple[object, D
             "`bertl11 plan --card e150` and the grid emulator still cover it"
         )
     try:
-        device = ttnn.open_mesh_device(ttnn.MeshShape(*mesh), trace_region_size=TRACE_REGION_BYTES, num_command_queues=2)
+        mesh_device = ttnn.open_mesh_device(ttnn.MeshShape(*mesh), trace_region_size=TRACE_REGION_BYTES, num_command_queues=2)
     except RuntimeError as error:
         raise UserError(f"--device tt: ttnn could not open {chips} chip(s): {str(error).splitlines()[0]}") from None
-    enable = getattr(device, "enable_program_cache", None)
+    enable = getattr(mesh_device, "enable_program_cache", None)
     if enable is not None:  # on by default in current ttnn; older builds need the call
         enable()
-    grid = device.compute_with_storage_grid_size()
+    grid = mesh_device.compute_with_storage_grid_size()
     try:
-        return device, device_for_arch(arch, (grid.x, grid.y))
+        return mesh_device, card_for_arch(arch, (grid.x, grid.y))
     except UserError:
-        ttnn.close_mesh_device(device)
+        ttnn.close_mesh_device(mesh_device)
         raise
 
 
@@ -180,8 +180,8 @@ class TtnnOps(Backend):
         self.source_manifest = source_manifest
         self.trace, self.mesh = trace, tuple(mesh)
         self.chips = self.mesh[0] * self.mesh[1]
-        self.tt, self.card = open_tt_device(self.ttnn, self.mesh)
-        self.device = torch.device("cpu")  # the model hands inputs over on the host; embeddings uploads them
+        self.mesh_device, self.card = open_tt_device(self.ttnn, self.mesh)
+        self.torch_device = torch.device("cpu")  # the model hands inputs over on the host; embeddings uploads them
         self.plan: Plan | None = None  # the current batch's (per chip), from begin_batch
         self._positions: dict[tuple[int, int], object] = {}  # position ids stay on the device, per input shape
         self._persistent: set[int] = set()  # device tensors the model must not free: trace inputs, positions
@@ -204,7 +204,7 @@ class TtnnOps(Backend):
             self.plan = self._plan_for(per_chip, seq)
 
     def synchronize(self) -> None:
-        self.ttnn.synchronize_device(self.tt)
+        self.ttnn.synchronize_device(self.mesh_device)
 
     def describe(self) -> str:
         chips = f"{self.chips} x " if self.chips > 1 else ""
@@ -216,8 +216,8 @@ class TtnnOps(Backend):
 
     def close(self) -> None:
         if self._trace is not None:
-            self.ttnn.release_trace(self.tt, self._trace.id)
-        self.ttnn.close_mesh_device(self.tt)
+            self.ttnn.release_trace(self.mesh_device, self._trace.id)
+        self.ttnn.close_mesh_device(self.mesh_device)
 
     # ------------------------------------------------------------------ host <-> device
 
@@ -226,7 +226,7 @@ class TtnnOps(Backend):
         if self.chips == 1:
             return None
         ttnn = self.ttnn
-        return ttnn.ReplicateTensorToMesh(self.tt) if replicate else ttnn.ShardTensorToMesh(self.tt, dim=0)
+        return ttnn.ReplicateTensorToMesh(self.mesh_device) if replicate else ttnn.ShardTensorToMesh(self.mesh_device, dim=0)
 
     def _token_ids(self, t, device=None):
         """[B, S] token ids (or types) as a uint32 tensor, split over the mesh; in L1 of `device` if given."""
@@ -249,14 +249,14 @@ class TtnnOps(Backend):
         return self._token_ids(input_ids), self._token_ids(token_type_ids), self._additive_mask(attention_mask)
 
     def _upload(self, host, memory_config):
-        return self.ttnn.to_device(host, self.tt, memory_config=memory_config)
+        return self.ttnn.to_device(host, self.mesh_device, memory_config=memory_config)
 
     def _position_ids(self, batch: int, seq: int):
         """[B, S] position ids, uploaded once per input shape and kept on the device."""
         key = (batch, seq)
         if key not in self._positions:
             positions = torch.arange(seq).expand(batch, seq)
-            self._positions[key] = self._token_ids(positions, device=self.tt)
+            self._positions[key] = self._token_ids(positions, device=self.mesh_device)
             self._persistent.add(id(self._positions[key]))
         return self._positions[key]
 
@@ -264,8 +264,8 @@ class TtnnOps(Backend):
         """The logits on the host, joined over the mesh: a non-blocking read, then the batch's one host sync."""
         ttnn = self.ttnn
         host = ttnn.from_device(logits, blocking=False)
-        ttnn.synchronize_device(self.tt)
-        composer = ttnn.ConcatMeshToTensor(self.tt, dim=0) if self.chips > 1 else None
+        ttnn.synchronize_device(self.mesh_device)
+        composer = ttnn.ConcatMeshToTensor(self.mesh_device, dim=0) if self.chips > 1 else None
         return ttnn.to_torch(host, mesh_composer=composer)
 
     # ------------------------------------------------------------------ the whole model, traced
@@ -282,8 +282,8 @@ class TtnnOps(Backend):
         else:
             self._write_inputs(hosts, self._trace.inputs)
         ttnn = self.ttnn
-        ttnn.execute_trace(self.tt, self._trace.id, cq_id=MODEL_QUEUE, blocking=False)
-        self._op_event = ttnn.record_event(self.tt, MODEL_QUEUE)
+        ttnn.execute_trace(self.mesh_device, self._trace.id, cq_id=MODEL_QUEUE, blocking=False)
+        self._op_event = ttnn.record_event(self.mesh_device, MODEL_QUEUE)
         host = self._read_logits(self._trace.logits).float().reshape(batch, seq, -1)
         return host[..., 0], host[..., 1]
 
@@ -294,14 +294,14 @@ class TtnnOps(Backend):
             ttnn.wait_for_event(UPLOAD_QUEUE, self._op_event)
         for host, buffer in zip(hosts, buffers):
             ttnn.copy_host_to_device_tensor(host, buffer, cq_id=UPLOAD_QUEUE)
-        write_event = ttnn.record_event(self.tt, UPLOAD_QUEUE)
+        write_event = ttnn.record_event(self.mesh_device, UPLOAD_QUEUE)
         ttnn.wait_for_event(MODEL_QUEUE, write_event)
 
     def _capture(self, params, hosts, key, run) -> None:
         """Allocate the input buffers, run the model once to compile its kernels, then capture it."""
         ttnn = self.ttnn
         if self._trace is not None:
-            ttnn.release_trace(self.tt, self._trace.id)
+            ttnn.release_trace(self.mesh_device, self._trace.id)
             for buffer in (*self._trace.inputs, self._trace.logits):
                 self._persistent.discard(id(buffer))
                 buffer.deallocate()
@@ -312,9 +312,9 @@ class TtnnOps(Backend):
             run(inputs)  # compiles every kernel into the program cache: a trace may not compile
             self._captured.deallocate()
             self._write_inputs(hosts, inputs)
-            trace_id = ttnn.begin_trace_capture(self.tt, cq_id=MODEL_QUEUE)
+            trace_id = ttnn.begin_trace_capture(self.mesh_device, cq_id=MODEL_QUEUE)
             run(inputs)
-            ttnn.end_trace_capture(self.tt, trace_id, cq_id=MODEL_QUEUE)
+            ttnn.end_trace_capture(self.mesh_device, trace_id, cq_id=MODEL_QUEUE)
         finally:
             self._capturing = False
         self._persistent.add(id(self._captured))
@@ -393,7 +393,7 @@ class TtnnOps(Backend):
             data, dtype, tiled = self._device_layout(name, t.float(), groups)
             layout = ttnn.TILE_LAYOUT if tiled else ttnn.ROW_MAJOR_LAYOUT
             if self.chips > 1:
-                tensors[name] = ttnn.from_torch(data, dtype=getattr(ttnn, dtype), layout=layout, device=self.tt,
+                tensors[name] = ttnn.from_torch(data, dtype=getattr(ttnn, dtype), layout=layout, device=self.mesh_device,
                                                 memory_config=ttnn.DRAM_MEMORY_CONFIG, mesh_mapper=self._mapper(replicate=True))
                 continue
             host = ttnn.from_torch(data, dtype=getattr(ttnn, dtype), layout=layout)
@@ -423,7 +423,7 @@ class TtnnOps(Backend):
         """Token ids the model hands over: host ids are uploaded here (and freed after the lookup); `forward`'s
         traced inputs are already in their device buffers."""
         if isinstance(t, torch.Tensor):
-            return self._token_ids(t, device=self.tt)
+            return self._token_ids(t, device=self.mesh_device)
         return t
 
     def embeddings(self, input_ids, token_type_ids, p):
@@ -460,7 +460,7 @@ class TtnnOps(Backend):
 
     def attention_mask(self, attention_mask):
         if isinstance(attention_mask, torch.Tensor):
-            return self._additive_mask(attention_mask, device=self.tt)
+            return self._additive_mask(attention_mask, device=self.mesh_device)
         return attention_mask  # traced: already in its device buffer
 
     def _linear(self, op: str, x, p):

@@ -9,7 +9,7 @@
     --out --csv --json                where results go
     --rank-timeout                    under torchrun, how long ranks wait on each other (`distributed.Job`)
 
-Choices and help come from the code's tables (`config.RUN_CONFIGS`, `config.DEVICES`, `devices.DEVICES`,
+Choices and help come from the code's tables (`config.RUN_CONFIGS`, `config.DEVICES`, `cards.CARDS`,
 `sources.OFFLINE_MODELS`). Counts are checked while parsing, with a one-line `UserError`. A config name is
 checked where it is used (`config.get_run_config`), so a command may read its input file first.
 
@@ -22,8 +22,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..cards import CARDS
 from ..config import DEFAULT_RUN_CONFIG, DEVICES, RUN_CONFIGS
-from ..devices import DEVICES as CARDS
 from ..errors import UserError, require_at_least
 from ..sources import DEFAULT_MODEL, OFFLINE_MODELS
 from ..squad.data import HUB_DATASET, LOCAL_DEV_FILE

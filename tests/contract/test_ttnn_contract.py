@@ -24,8 +24,8 @@ import torch
 
 from bertl11 import bfp8
 from bertl11.backends import ttnn as backend
+from bertl11.cards import CARDS
 from bertl11.config import RUN_CONFIGS
-from bertl11.devices import DEVICES
 from bertl11.plan import make_plan
 from tt_env import tt_environment, tt_python  # noqa: F401 (a fixture)
 
@@ -89,10 +89,10 @@ def dynamic_names(source: str):
 
 def all_program_configs():
     specs = {}
-    for device in DEVICES.values():
-        for batch in device.batches():
+    for card in CARDS.values():
+        for batch in card.batches():
             for config in (n for n, c in RUN_CONFIGS.items() if not c.torch_only):
-                for op in make_plan(device, batch, config).ops.values():
+                for op in make_plan(card, batch, config).ops.values():
                     name, kwargs = backend.program_config_spec(op.program)
                     if name:
                         specs[json.dumps([name, kwargs], sort_keys=True)] = [name, kwargs]

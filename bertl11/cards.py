@@ -1,4 +1,4 @@
-"""Tenstorrent devices as data: the numbers a sharding plan is derived from.
+"""Tenstorrent cards as data: the numbers a sharding plan is derived from.
 
 Sources (tenstorrent/tt-metal unless stated):
 - compute grid (`device.compute_with_storage_grid_size()`, one Tensix row goes to dispatch):
@@ -30,7 +30,7 @@ DEST_TILES_FP32_ACC = 4
 
 
 @dataclass(frozen=True)
-class Device:
+class Card:
     """One Tenstorrent chip as the plan sees it.
 
     grid:            compute-with-storage grid (x columns, y rows) ops may use
@@ -72,14 +72,14 @@ class Device:
         return range(self.batch_range[0], self.batch_range[1] + 1)
 
 
-_N150 = Device(
+_N150 = Card(
     "n150", "Wormhole n150", "wormhole_b0", grid=(8, 8), l1_bytes=1464 * KIB, l1_reserved_bytes=176 * KIB,
     dram_channels=12, dram_gib=12, clock_mhz=1000, batch_range=(2, 8), orientation=ROW_MAJOR, ttnn_supported=True,
 )
-DEVICES: dict[str, Device] = {
-    d.name: d
-    for d in (
-        Device(
+CARDS: dict[str, Card] = {
+    c.name: c
+    for c in (
+        Card(
             "e150", "Grayskull e150", "grayskull", grid=(12, 9), l1_bytes=1024 * KIB, l1_reserved_bytes=160 * KIB,
             dram_channels=8, dram_gib=8, clock_mhz=1200, batch_range=(2, 12), orientation=COL_MAJOR,
             ttnn_supported=False,
@@ -90,7 +90,7 @@ DEVICES: dict[str, Device] = {
         replace(_N150, name="n300", title="Wormhole n300 (per chip)", grid=(8, 7), batch_range=(2, 7)),
         # 13x10: ROW_MAJOR (8 x batch) holds batch 2-10; the seed's fallback, COL_MAJOR (batch x 8), holds 11-13.
         # We take the whole range the grid admits; nothing above 10 has been measured on a card.
-        Device(
+        Card(
             "p150", "Blackhole p150", "blackhole", grid=(13, 10), l1_bytes=1536 * KIB, l1_reserved_bytes=176 * KIB,
             dram_channels=8, dram_gib=32, clock_mhz=1350, batch_range=(2, 13), orientation=ROW_MAJOR,
             ttnn_supported=True,
@@ -99,25 +99,25 @@ DEVICES: dict[str, Device] = {
 }
 
 
-def get_device(name: str) -> Device:
+def get_card(name: str) -> Card:
     try:
-        return DEVICES[name]
+        return CARDS[name]
     except KeyError:
-        raise UserError(f"unknown Tenstorrent device {name!r}; choose one of: {', '.join(DEVICES)}") from None
+        raise UserError(f"unknown Tenstorrent card {name!r}; choose one of: {', '.join(CARDS)}") from None
 
 
-def device_for_arch(arch: str, grid: tuple[int, int]) -> Device:
-    """The device entry for a card ttnn opened: its architecture name and reported compute grid. A grid no
+def card_for_arch(arch: str, grid: tuple[int, int]) -> Card:
+    """The card entry for a chip ttnn opened: its architecture name and reported compute grid. A grid no
     entry has (a harvested chip, another dispatch mode) gets an entry of its own, built from the architecture's
     first entry with the reported grid; the plan then derives every program config for that grid."""
     arch = arch.lower()
     grid = tuple(grid)
-    matches = [d for d in DEVICES.values() if d.arch == arch]
-    for device in matches:
-        if device.grid == grid:
-            return device
+    matches = [c for c in CARDS.values() if c.arch == arch]
+    for card in matches:
+        if card.grid == grid:
+            return card
     if not matches:
-        raise UserError(f"ttnn opened a {arch} chip; bertl11 knows {', '.join(sorted({d.arch for d in DEVICES.values()}))}")
+        raise UserError(f"ttnn opened a {arch} chip; bertl11 knows {', '.join(sorted({c.arch for c in CARDS.values()}))}")
     base = matches[0]
     x, y = grid
     if x < 1 or y < 1:
