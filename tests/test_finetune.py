@@ -9,12 +9,14 @@ from dataclasses import replace
 import pytest
 import torch
 
-from bertl11.demo import PACKAGED_INPUT
-from bertl11.finetune import MODEL_CARD, Recipe, answer_tokens, training_windows, without_answer_sentences
+from bertl11.modelcard import FILE as MODEL_CARD
+from bertl11.packaged import demo_input
 from bertl11.squad.data import load_squad
 from bertl11.squad.metric import normalize_answer
 from bertl11.squad.split import HELD_OUT_ARTICLES, train_validation
 from bertl11.sources import resolve_model
+from bertl11.training.data import answer_tokens, training_windows, without_answer_sentences
+from bertl11.training.recipe import Recipe
 from conftest import REPO, SQUAD_DEV, assert_user_error, run_cli
 
 
@@ -29,7 +31,7 @@ def dev():
 
 def test_held_out_articles_are_never_trained_or_validated_on(dev):
     """The 12 articles of the demo input are exactly the held-out ones, and finetune's split skips them."""
-    demo_contexts = {item["context"] for item in json.loads(PACKAGED_INPUT.read_text())}
+    demo_contexts = {item["context"] for item in demo_input()}
     demo_titles = {title for title, context in zip(dev["title"], dev["context"]) if context in demo_contexts}
     assert demo_titles == set(HELD_OUT_ARTICLES)
     train, validation = train_validation(dev, validation_articles=2)
@@ -177,7 +179,7 @@ def test_bad_arguments_are_one_line_errors(tmp_path, args, words):
 
 
 def test_finetune_benchmark_times_the_training_loop(small_squad):
-    """benchmarks/finetune_benchmark.py runs finetune.train for exactly --steps steps and projects an epoch."""
+    """benchmarks/finetune_benchmark.py runs training.loop.train for exactly --steps steps and projects an epoch."""
     result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "finetune_benchmark.py"), "--base", "tiny",
                              "--steps", "2", "--data", str(small_squad)], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr

@@ -14,6 +14,7 @@ import pytest
 
 from bertl11 import QAModel, shipped
 from bertl11.errors import UserError
+from bertl11.packaged import SHIPPED_DIRECTORY
 from bertl11.squad.data import load_squad
 from bertl11.squad.metric import f1_score, gold_answers
 from bertl11.squad.run import run_squad
@@ -21,7 +22,7 @@ from bertl11.squad.split import HELD_OUT_ARTICLES
 from conftest import SQUAD_DEV
 
 SLICE = {"split": "held-out", "sample": 300, "seed": 0}
-RECORDED = json.loads((shipped.DIRECTORY / "scores.json").read_text())["sample-300-seed-0"]
+RECORDED = json.loads((SHIPPED_DIRECTORY / "scores.json").read_text())["sample-300-seed-0"]
 F1_SLACK = 2.0  # the allowance under the measured score
 BFLOAT8_B_COST = 1.5  # F1 points BFLOAT8_B may lose against FLOAT32
 DEMO_RIGHT = 8  # the goal; the shipped model measured 9 of 12 in BFLOAT8_B-SHARDED
@@ -31,7 +32,7 @@ def test_manifest_verifies_delta_and_base(tmp_path):
     record = shipped.manifest()
     assert record["na_prob_threshold"] == QAModel.load("minilm-squad2", config="FLOAT32").source.na_prob_threshold
     copy = tmp_path / "minilm-squad2"
-    shutil.copytree(shipped.DIRECTORY, copy)
+    shutil.copytree(SHIPPED_DIRECTORY, copy)
     shipped.manifest(copy)  # an intact copy verifies
     data = bytearray((copy / shipped.DELTA_FILE).read_bytes())
     data[-1] ^= 0x01
@@ -65,11 +66,11 @@ def test_the_manifest_names_each_stage_base_without_local_paths():
 def test_the_word_table_is_not_stored_and_the_delta_is_small():
     from safetensors import safe_open
 
-    with safe_open(str(shipped.DIRECTORY / shipped.DELTA_FILE), "pt") as f:
+    with safe_open(str(SHIPPED_DIRECTORY / shipped.DELTA_FILE), "pt") as f:
         names = set(f.keys())
     assert "bert.embeddings.word_embeddings.weight" not in names
     assert {"qa_outputs.weight", "qa_outputs.bias"} <= names
-    assert (shipped.DIRECTORY / shipped.DELTA_FILE).stat().st_size < 30 * 2**20
+    assert (SHIPPED_DIRECTORY / shipped.DELTA_FILE).stat().st_size < 30 * 2**20
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bertl11.finetune import MODEL_CARD
-from bertl11.shipped import provenance
+from bertl11.modelcard import FILE as MODEL_CARD
+from bertl11.modelcard import ModelCard
+from bertl11.training.delta import provenance
 from conftest import assert_user_error, run_cli
 
 
@@ -64,7 +65,7 @@ def test_the_soup_ships_its_own_validated_threshold_and_answers_as_a_model_dir(s
 
 def test_provenance_names_no_trainer_paths(soup, ingredients):
     """The manifest record of a soup keeps each ingredient's recipe, not the directories it was averaged from."""
-    record = provenance(json.loads((soup / MODEL_CARD).read_text()))
+    record = provenance(ModelCard.read(soup))
     (stage,) = record["stages"]
     assert [ingredient["stages"][0]["recipe"]["seed"] for ingredient in stage["soup"]] == [1, 2]
     assert str(ingredients[0].parent) not in json.dumps(record)
