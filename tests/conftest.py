@@ -74,6 +74,17 @@ def run_cli(*args, env=None, timeout=600):
                           env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
 
 
+def run_main(capsys, *args):
+    """`bertl11 ARGS` through `cli.main` in this process (no interpreter to start: for argument errors), as a
+    CompletedProcess like `run_cli`'s."""
+    from bertl11.cli import main
+
+    capsys.readouterr()  # what the test printed before is not the command's
+    code = main(list(map(str, args)))
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["bertl11", *args], code, out, err)
+
+
 def assert_user_error(result, *words):
     """Exit 2 with exactly one line on stderr, no traceback, naming each of `words`."""
     assert result.returncode == 2, result.stderr
