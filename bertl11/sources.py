@@ -21,7 +21,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Callable
 
-from . import packaged
+from . import hub, packaged
 from .config import BertShape
 from .errors import UserError
 from .modelcard import ModelCard
@@ -195,8 +195,6 @@ def _from_directory(path: Path, name: str) -> ModelSource:
 
 
 def _from_hub(model_id: str) -> ModelSource:
-    from . import hub
-
     path = hub.model_snapshot(model_id, ["config.json", "*.safetensors", "tokenizer*", "vocab.txt", "special_tokens_map.json"])
     if path is None or not (path / "config.json").is_file():
         raise UserError(
@@ -209,8 +207,6 @@ def _from_hub(model_id: str) -> ModelSource:
 def default_model() -> tuple[str, str | None]:
     """The model a command runs when it is given none, and the warning to show when that is the fallback:
     DEFAULT_MODEL where the HF cache holds it or the hub answers, else OFFLINE_DEFAULT."""
-    from . import hub
-
     if hub.is_cached(DEFAULT_MODEL) or hub.reachable(DEFAULT_MODEL):
         return DEFAULT_MODEL, None
     return OFFLINE_DEFAULT, (

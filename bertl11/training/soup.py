@@ -67,11 +67,7 @@ def average(states: list[dict]) -> dict:
 def make_soup(models: list[str], data: str, out: str) -> tuple[Path, list[tuple[Path, ModelCard]], dict]:
     """Average the fine-tuned `models` into a new directory `out`, validated on their validation articles of
     `data` for its own null-score threshold. Returns (out, [(ingredient, its card)], the soup's validation scores)."""
-    from safetensors.torch import load_file
-    from transformers import AutoTokenizer, BertForQuestionAnswering
-
     from ..squad.split import train_validation
-    from .loop import validate
 
     if len(models) < MINIMUM_INGREDIENTS:
         raise UserError(f"--models needs at least {MINIMUM_INGREDIENTS} directories to average, not {len(models)}")
@@ -85,6 +81,11 @@ def make_soup(models: list[str], data: str, out: str) -> tuple[Path, list[tuple[
     _, validation_set = train_validation(load_training_data(data), len(articles))
     if sorted(set(validation_set["title"])) != sorted(articles):
         raise UserError(f"--data {data}: its validation articles are not the ones the models validated on ({', '.join(articles)})")
+
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer, BertForQuestionAnswering
+
+    from .loop import validate
 
     first = ingredients[0][0]
     model = BertForQuestionAnswering.from_pretrained(str(first))
