@@ -4,7 +4,7 @@
     python benchmarks/finetune_benchmark.py --device cuda --steps 200    # on a GPU
     python benchmarks/finetune_benchmark.py --base tiny --steps 3        # smoke run
 
-It runs `finetune.train` itself, with the default recipe (or --all-answers, --precision), on the real windows of the
+It runs `bertl11.training.loop.train` itself, with the default recipe (or --all-answers, --precision), on the real windows of the
 training pool of data/squad/dev-v2.0.json, for --steps steps and no validation, and times the loop. The
 projection scales those steps to SQuAD v2 train's 130,319 questions (the `rajpurkar/squad_v2` dataset card)
 at the windows per question this recipe makes of the training pool: an estimate, since train's paragraphs are
@@ -20,7 +20,9 @@ from dataclasses import replace
 import torch
 
 from bertl11.commands import options
-from bertl11.finetune import PRECISIONS, TRAINING_DEVICES, Recipe, base_model, load_training_data, train, training_windows
+from bertl11.training.data import load_training_data, training_windows
+from bertl11.training.loop import base_model, train
+from bertl11.training.recipe import PRECISIONS, TRAINING_DEVICES, Recipe
 from bertl11.runtime import require_visible
 from bertl11.squad.split import train_validation
 

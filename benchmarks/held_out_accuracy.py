@@ -16,13 +16,13 @@ import json
 
 from bertl11 import QAModel
 from bertl11.files import write_json
-from bertl11.shipped import DIRECTORY
+from bertl11.packaged import SHIPPED_DIRECTORY
 from bertl11.squad.data import load_squad
 from bertl11.squad.run import run_squad
 
 CONFIGS = ("FLOAT32", "BFLOAT16-DRAM", "BFLOAT8_B-SHARDED", "MIXED_PRECISION_BATCH8")
 FAST = "FLOAT32 --fast"
-SCORES_FILE = DIRECTORY / "scores.json"
+SCORES_FILE = SHIPPED_DIRECTORY / "scores.json"
 COLUMNS = ("exact", "f1", "HasAns_f1", "NoAns_exact", "best_f1", "best_f1_thresh")
 
 

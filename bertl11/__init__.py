@@ -1,5 +1,13 @@
 """bertl11: BERT-large SQuAD v2 question answering, the way Tenstorrent's metal_BERT_large_11 runs it."""
 
+import logging
+
+# torchao, which the fast path's int8 quantisation uses and transformers imports whenever it is installed, logs at
+# import time: the CUDA kernels a CPU build cannot load, and torch's deprecation of how it registers two enums.
+# Neither is actionable, and both would break the promise of one line on stderr for a user error.
+for _name in ("torchao", "torch.utils._pytree"):
+    logging.getLogger(_name).setLevel(logging.ERROR)
+
 from .config import DEFAULT_RUN_CONFIG, RUN_CONFIGS, BertShape, RunConfig, get_run_config
 from .errors import UserError
 from .sources import DEFAULT_MODEL, ModelSource, resolve_model

@@ -6,14 +6,11 @@ The input file is a JSON list of exactly `--batch` objects `{"context": str, "qu
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 from .errors import UserError
 from .files import read_json
 
-# Inside the package, so an installed bertl11 has it too (the widget's presets come from it as well).
-PACKAGED_INPUT = Path(str(resources.files("bertl11") / "data" / "input_data.json"))
 DEFAULT_BATCH = 12
 MAX_INPUT_BYTES = 16 * 1024 * 1024  # 12 SQuAD paragraphs take ~10 KB; anything near this is not a demo batch
 FIELDS = ("context", "question")
@@ -70,20 +67,6 @@ def check_batch(batch: int, device: str, card: str | None) -> None:
             raise UserError(f"{spec.title} runs batch {first}-{last}, not {batch}")
 
 
-def choose_model(requested: str | None) -> tuple[str, str | None]:
-    """The model to run and, when falling back to the offline model, the warning to show."""
-    from .sources import DEFAULT_MODEL, OFFLINE_DEFAULT, hub_reachable, is_cached_on_hub
-
-    if requested is not None:
-        return requested, None
-    if is_cached_on_hub(DEFAULT_MODEL) or hub_reachable(DEFAULT_MODEL):
-        return DEFAULT_MODEL, None
-    return OFFLINE_DEFAULT, (
-        f"{DEFAULT_MODEL} is not in the HF cache and the hub is unreachable: running the offline model "
-        f"'{OFFLINE_DEFAULT}' (MiniLM fine-tuned on 23 SQuAD v2 dev articles, shipped in the package)"
-    )
-
-
 @dataclass
 class DemoResult:
     model: str
@@ -133,4 +116,4 @@ def run_demo(inputs: list[QAInput], model_name: str, config: str, device: str, b
     return DemoResult(model.source.name, config, device, batch, rows, timings, cache, len(run.windows), list(warnings or []))
 
 
-__all__ = ["DemoResult", "QAInput", "read_inputs", "validate_inputs", "run_demo", "choose_model", "check_batch"]
+__all__ = ["DemoResult", "QAInput", "read_inputs", "validate_inputs", "run_demo", "check_batch"]

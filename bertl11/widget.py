@@ -9,15 +9,14 @@ stays live (the progress bar moves) and a click while it is answering is ignored
 from __future__ import annotations
 
 import html
-import json
 import threading
 import time
 import unicodedata
 from dataclasses import dataclass, field
 
 from .config import DEFAULT_RUN_CONFIG
-from .demo import PACKAGED_INPUT
 from .errors import UserError
+from .packaged import demo_input
 from .sources import OFFLINE_DEFAULT, OFFLINE_MODELS
 
 # The switch's choices: the exact reference, the bfloat16 card config, and the seed's fastest.
@@ -31,7 +30,7 @@ MARK = '<mark style="background:#ffd54f">'
 
 def presets() -> dict[str, str]:
     """The passages of the held-out articles (the packaged demo input, `squad.split`), named by their first words."""
-    contexts = dict.fromkeys(item["context"] for item in json.loads(PACKAGED_INPUT.read_text()))
+    contexts = dict.fromkeys(item["context"] for item in demo_input())
     return {" ".join(context.split()[:4]) + "...": context for context in contexts}
 
 

@@ -76,14 +76,14 @@ def run_cli(*args, env=None, timeout=600):
 
 def run_main(capsys, *args):
     """`bertl11 ARGS` in this process through `cli.main` (seconds faster than a new process, for the many
-    argument checks), as a CompletedProcess; for what needs a fresh process (its environment read at import,
-    a real exit), use `run_cli`."""
+    argument checks), as a CompletedProcess like `run_cli`'s; for what needs a fresh process (its environment
+    read at import, a real exit), use `run_cli`."""
     from bertl11.cli import main
 
-    capsys.readouterr()  # what earlier steps of the test printed is not this command's
-    code = main(list(args))
-    captured = capsys.readouterr()
-    return subprocess.CompletedProcess(["bertl11", *args], code, captured.out, captured.err)
+    capsys.readouterr()  # what the test printed before is not the command's
+    code = main(list(map(str, args)))
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["bertl11", *args], code, out, err)
 
 
 def assert_user_error(result, *words):

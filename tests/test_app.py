@@ -19,7 +19,7 @@ import time
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from bertl11.demo import PACKAGED_INPUT
+from bertl11.packaged import DEMO_INPUT
 from bertl11.runtime import QAModel
 from bertl11.squad.pipeline import answer
 from bertl11.widget import APP_BATCH
@@ -176,7 +176,7 @@ def ask(tab, context, question, config, top_k, other=None):
 def packaged(index):
     import json
 
-    item = json.loads(PACKAGED_INPUT.read_text())[index]
+    item = json.loads(DEMO_INPUT.read_text())[index]
     return item["context"], item["question"]
 
 

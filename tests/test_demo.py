@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from bertl11 import cli
 from bertl11.errors import UserError
-from bertl11.demo import PACKAGED_INPUT, read_inputs
+from bertl11.demo import read_inputs
+from bertl11.packaged import DEMO_INPUT
 from conftest import assert_user_error, run_cli, run_main
 
 FAST = ["--model", "tiny", "--config", "FLOAT32"]
@@ -34,7 +35,7 @@ def test_packaged_batch_is_answered(tmp_path):
     result = bertl11("demo", *FAST, "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    inputs = json.loads(PACKAGED_INPUT.read_text())
+    inputs = json.loads(DEMO_INPUT.read_text())
     assert report["batch"] == 12 and len(report["answers"]) == 12
     assert report["sequences"] > 12, "the 735-token context needs more than one window"
     for given_input, answer in zip(inputs, report["answers"]):
@@ -54,7 +55,7 @@ def test_human_report_shows_every_input_and_the_timings():
 
 
 def test_offline_default_model_falls_back_with_one_warning(tmp_path):
-    path = write(tmp_path, json.loads(PACKAGED_INPUT.read_text())[:2])
+    path = write(tmp_path, json.loads(DEMO_INPUT.read_text())[:2])
     result = bertl11("demo", "--input", str(path), "--batch", "2", "--config", "FLOAT32", "--json",
                      env={"HF_HOME": str(tmp_path / "hf")})
     assert result.returncode == 0, result.stderr

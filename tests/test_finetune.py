@@ -9,13 +9,15 @@ from dataclasses import replace
 import pytest
 import torch
 
-from bertl11.demo import PACKAGED_INPUT
-from bertl11.finetune import MODEL_CARD, Recipe, answer_tokens, training_windows, without_answer_sentences
+from bertl11.modelcard import FILE as MODEL_CARD
+from bertl11.packaged import demo_input
+from bertl11.sources import resolve_model
 from bertl11.squad.data import load_squad
 from bertl11.squad.metric import normalize_answer
 from bertl11.squad.split import HELD_OUT_ARTICLES, train_validation
-from bertl11.sources import resolve_model
-from conftest import REPO, SQUAD_DEV, assert_user_error, run_cli
+from bertl11.training.data import answer_tokens, training_windows, without_answer_sentences
+from bertl11.training.recipe import Recipe
+from conftest import REPO, SQUAD_DEV, assert_user_error, run_cli, run_main
 
 
 def bertl11(*args):
@@ -29,7 +31,7 @@ def dev():
 
 def test_held_out_articles_are_never_trained_or_validated_on(dev):
     """The 12 articles of the demo input are exactly the held-out ones, and finetune's split skips them."""
-    demo_contexts = {item["context"] for item in json.loads(PACKAGED_INPUT.read_text())}
+    demo_contexts = {item["context"] for item in demo_input()}
     demo_titles = {title for title, context in zip(dev["title"], dev["context"]) if context in demo_contexts}
     assert demo_titles == set(HELD_OUT_ARTICLES)
     train, validation = train_validation(dev, validation_articles=2)
@@ -119,6 +121,7 @@ NO_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA
 
 @pytest.fixture(scope="module", params=["cpu", pytest.param("cuda", marks=NO_CUDA)])
 def tiny_run(request, tmp_path_factory, small_squad):
+    """The command's one run in a new process, as a user starts it (the other tests call `cli.main` in process)."""
     out = tmp_path_factory.mktemp("finetune") / "tiny-squad2"
     result = bertl11("finetune", "--base", "tiny", "--data", str(small_squad), "--out", str(out), "--epochs", "3",
                      "--batch-size", "8", "--lr", "1e-3", "--max-seq-len", "128", "--doc-stride", "48",
@@ -138,7 +141,7 @@ def test_finetune_loss_falls_and_writes_a_standard_hf_directory(tiny_run, reques
     assert not [p for p in out.parent.iterdir() if p.name.endswith(".tmp")], "the staging directory was left behind"
 
 
-def test_finetuned_directory_loads_in_hf_and_as_model_dir(tiny_run):
+def test_finetuned_directory_loads_in_hf_and_as_model_dir(tiny_run, capsys):
     """HF's from_pretrained and `--model DIR` read the same weights: their logits agree in float32."""
     from transformers import AutoTokenizer, BertForQuestionAnswering
 
@@ -155,8 +158,8 @@ def test_finetuned_directory_loads_in_hf_and_as_model_dir(tiny_run):
         reference = hf(**batch)
     assert torch.allclose(start, reference.start_logits, atol=1e-5)
     assert torch.allclose(end, reference.end_logits, atol=1e-5)
-    squad = bertl11("squad", "--model", str(out), "--config", "FLOAT32", "--data", str(SQUAD_DEV), "--split", "held-out",
-                    "--limit", "20", "--out", str(out.parent / "squad"))
+    squad = run_main(capsys, "squad", "--model", out, "--config", "FLOAT32", "--data", SQUAD_DEV, "--split", "held-out",
+                     "--limit", "20", "--out", out.parent / "squad")
     assert squad.returncode == 0, squad.stderr
 
 
@@ -167,17 +170,17 @@ def test_finetuned_directory_loads_in_hf_and_as_model_dir(tiny_run):
     (["--base", "no-such-model"], ["unknown model"]),
     (["--data", "/no/such/file.json"], ["does not exist"]),
 ])
-def test_bad_arguments_are_one_line_errors(tmp_path, args, words):
+def test_bad_arguments_are_one_line_errors(tmp_path, capsys, args, words):
     base = {"--base": "tiny", "--data": str(SQUAD_DEV), "--out": str(tmp_path / "out")}
     for flag, value in zip(args[::2], args[1::2]):
         base[flag] = value
-    result = bertl11("finetune", *[x for pair in base.items() for x in pair])
+    result = run_main(capsys, "finetune", *[x for pair in base.items() for x in pair])
     assert_user_error(result, *words)
     assert not (tmp_path / "out").exists()
 
 
 def test_finetune_benchmark_times_the_training_loop(small_squad):
-    """benchmarks/finetune_benchmark.py runs finetune.train for exactly --steps steps and projects an epoch."""
+    """benchmarks/finetune_benchmark.py runs training.loop.train for exactly --steps steps and projects an epoch."""
     result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "finetune_benchmark.py"), "--base", "tiny",
                              "--steps", "2", "--data", str(small_squad)], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
@@ -186,22 +189,22 @@ def test_finetune_benchmark_times_the_training_loop(small_squad):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
-def test_cuda_without_a_gpu_is_a_one_line_error(tmp_path):
-    result = bertl11("finetune", "--base", "tiny", "--data", str(SQUAD_DEV), "--out", str(tmp_path / "out"), "--device", "cuda")
+def test_cuda_without_a_gpu_is_a_one_line_error(tmp_path, capsys):
+    result = run_main(capsys, "finetune", "--base", "tiny", "--data", SQUAD_DEV, "--out", tmp_path / "out", "--device", "cuda")
     assert_user_error(result, "--device cuda", "no CUDA device")
     assert not (tmp_path / "out").exists()
 
 
-def test_an_existing_output_is_never_overwritten(tmp_path):
+def test_an_existing_output_is_never_overwritten(tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    result = bertl11("finetune", "--base", "tiny", "--data", str(SQUAD_DEV), "--out", str(out))
+    result = run_main(capsys, "finetune", "--base", "tiny", "--data", SQUAD_DEV, "--out", out)
     assert_user_error(result, "already exists")
     assert (out / "keep.txt").read_text() == "mine"
 
 
-def test_data_that_is_not_squad_is_refused(tmp_path):
+def test_data_that_is_not_squad_is_refused(tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"data": [{"title": "x", "paragraphs": [{"context": "c", "qas": [{"id": 1}]}]}]}))
-    assert_user_error(bertl11("finetune", "--base", "tiny", "--data", str(bad), "--out", str(tmp_path / "o")), "SQuAD")
+    assert_user_error(run_main(capsys, "finetune", "--base", "tiny", "--data", bad, "--out", tmp_path / "o"), "SQuAD")

@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from bertl11.demo import PACKAGED_INPUT
 from bertl11.errors import UserError
+from bertl11.packaged import DEMO_INPUT
 from bertl11.squad.pipeline import answer
 from bertl11.squad.preprocess import encode
 from bertl11.widget import APP_BATCH, QAApp, QAPage, check_text, highlight, presets
@@ -38,7 +38,7 @@ def test_check_text_refuses_blank_text_and_control_characters():
 
 
 def test_presets_are_the_packaged_held_out_passages():
-    contexts = {item["context"] for item in json.loads(PACKAGED_INPUT.read_text())}
+    contexts = {item["context"] for item in json.loads(DEMO_INPUT.read_text())}
     assert set(presets().values()) == contexts
 
 
@@ -48,7 +48,7 @@ def app():
 
 
 def test_ask_agrees_with_the_squad_pipeline(app):
-    item = json.loads(PACKAGED_INPUT.read_text())[0]
+    item = json.loads(DEMO_INPUT.read_text())[0]
     got = app.ask(item["context"], item["question"], "tiny", "FLOAT32", top_k=3)
     (best,) = answer(app.model("tiny", "FLOAT32"), [item["question"]], [item["context"]], batch_size=APP_BATCH,
                      top_k=3, handle_impossible_answer=True)
@@ -145,7 +145,7 @@ def test_a_second_click_while_answering_is_ignored():
 
 
 def test_a_long_context_makes_windows_and_moves_the_progress_bar(page):
-    context = " ".join(item["context"] for item in json.loads(PACKAGED_INPUT.read_text()))
+    context = " ".join(item["context"] for item in json.loads(DEMO_INPUT.read_text()))
     context = (context + " ") * (200_000 // len(context) + 1)
     page.context.value, page.question.value = context, "What is Southern California often abbreviated as?"
     seen = []

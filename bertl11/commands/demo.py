@@ -8,15 +8,16 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..config import get_run_config
-from ..demo import DEFAULT_BATCH, PACKAGED_INPUT, DemoResult, check_batch, choose_model, read_inputs, run_demo
-from ..sources import DEFAULT_MODEL, OFFLINE_DEFAULT
+from ..demo import DEFAULT_BATCH, DemoResult, check_batch, read_inputs, run_demo
+from ..packaged import DEMO_INPUT
+from ..sources import DEFAULT_MODEL, OFFLINE_DEFAULT, default_model
 from . import options
 
 CONTEXT_PREVIEW = 100
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--input", type=Path, default=PACKAGED_INPUT, help="JSON list of exactly BATCH {context, question} objects")
+    parser.add_argument("--input", type=Path, default=DEMO_INPUT, help="JSON list of exactly BATCH {context, question} objects")
     options.add_model_options(parser, batch=DEFAULT_BATCH, fast=False, model=None, batch_help="inputs per batch",
                               model_help=f"{DEFAULT_MODEL} if available, else {OFFLINE_DEFAULT}", trace=True)
     options.add_card_option(parser, None, "with --device tt: the card, for its batch limits (default: the card ttnn opens)")
@@ -49,7 +50,7 @@ def run(args) -> int:
     check_batch(args.batch // (mesh[0] * mesh[1]), args.device, args.card)
     inputs, warnings = read_inputs(args.input, args.batch)
     get_run_config(args.config)
-    model_name, fallback = choose_model(args.model)
+    model_name, fallback = (args.model, None) if args.model is not None else default_model()
     if fallback:
         warnings.append(fallback)
     for warning in warnings:

@@ -1,11 +1,11 @@
-"""`bertl11 finetune`: fine-tune an HF BERT encoder for SQuAD v2 question answering (`bertl11.finetune`).
+"""`bertl11 finetune`: fine-tune an HF BERT encoder for SQuAD v2 question answering (`bertl11.training`).
 
     bertl11 finetune --base minilm --data data/squad/dev-v2.0.json --out out/minilm-squad2
 """
 
 from __future__ import annotations
 
-from ..finetune import PRECISIONS, TRAINING_DEVICES, Recipe
+from ..training.recipe import PRECISIONS, TRAINING_DEVICES, Recipe
 from . import options
 
 
@@ -30,7 +30,8 @@ def add_arguments(parser) -> None:
                         help="also train each answerable question on its paragraph without the answer's sentences, as unanswerable")
     options.add_device_option(parser, TRAINING_DEVICES, "where training runs; cuda for SQuAD v2 train-sized data")
     parser.add_argument("--precision", choices=PRECISIONS, default=defaults.precision,
-                        help="auto: bfloat16 autocast where the CPU has native bf16 (AVX512-BF16/AMX) or the GPU supports it, else float32")
+                        help="auto: bfloat16 autocast where bfloat16 GEMMs are at least as fast as float32's on this CPU "
+                             "(the rule `bertl11 doctor` reports for inference) or the GPU supports bf16, else float32")
     parser.add_argument("--max-minutes", type=options.positive("--max-minutes", "minutes"), default=None,
                         help="stop training after this long (the best validated epoch so far is kept)")
     options.add_limit_option(parser, "training questions only (smoke runs)")
@@ -39,10 +40,12 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     import torch
 
-    from ..finetune import (autocast_dtype, base_model, device_name, fresh_output, load_training_data, model_card,
-                            model_device, save, train)
     from ..runtime import require_visible
     from ..squad.split import train_validation
+    from ..training.data import load_training_data
+    from ..training.loop import base_model, device_name, model_device, train
+    from ..training.output import finetune_card, fresh_output, save
+    from ..training.recipe import autocast_dtype
 
     recipe = Recipe(epochs=args.epochs, lr=args.lr, warmup=args.warmup, batch_size=args.batch,
                     max_seq_len=args.max_seq_len, doc_stride=args.doc_stride, seed=args.seed,
@@ -62,7 +65,7 @@ def run(args) -> int:
           f"{autocast_dtype(recipe.precision, args.device) or torch.float32}, {where}")
     log = train(model, tokenizer, train_set, validation_set, recipe, args.max_minutes)
     model.to("cpu")
-    save(model, tokenizer, out, model_card(args.base, base_fingerprint, args.data, recipe, train_set, validation_set, log))
+    save(model, tokenizer, out, finetune_card(args.base, base_fingerprint, args.data, recipe, train_set, validation_set, log))
     print(f"wrote {out} after {log['steps']} steps in {log['minutes']:.1f} min"
           + (f"; best epoch {log['best_epoch']}, na_prob threshold {log['na_prob_threshold']:.4g}" if "best_epoch" in log else ""))
     return 0

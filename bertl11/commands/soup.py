@@ -16,11 +16,11 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from ..soup import make_soup, validation_best_f1
+    from ..training.soup import make_soup
 
     out, ingredients, scores = make_soup(args.models, args.data, args.out)
     for path, card in ingredients:
-        best_f1 = validation_best_f1(card)
+        best_f1 = card.validation_best_f1()
         print(f"  {path}: validation best F1 " + ("unknown" if best_f1 is None else f"{best_f1:.2f}"))
     print(f"wrote {out}: the average of {len(ingredients)} models, validation best F1 {scores['best_f1']:.2f} "
           f"at na_prob threshold {scores['best_f1_thresh']:.4g}")

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .. import hub
 from ..errors import UserError, require_at_least
 from ..files import read_json
-from ..sources import hub_reachable
 
 HUB_DATASET = "rajpurkar/squad_v2"
 HUB_SPLIT = "validation"
@@ -88,12 +88,7 @@ def read_squad_file(path: str | Path):
 
 def read_hub(split: str = HUB_SPLIT):
     """A split of the hub dataset as a flat `datasets.Dataset` with the local file's columns."""
-    from datasets import load_dataset
-
-    try:
-        dataset = load_dataset(HUB_DATASET, split=split)
-    except Exception as error:  # datasets raises many kinds (ConnectionError, FileNotFoundError, HfHubHTTPError...)
-        raise UserError(f"cannot load {HUB_DATASET} from the hub: {type(error).__name__}: {error}") from None
+    dataset = hub.dataset_split(HUB_DATASET, split)
     return dataset.select_columns(list(_features())).cast(_features())
 
 
@@ -106,7 +101,7 @@ def load_squad(data: str = "auto", limit: int | None = None, *, split: str = "al
     if data == "hub":
         dataset = read_hub()
     elif data == "auto":
-        if hub_reachable(HUB_DATASET, "dataset"):
+        if hub.reachable(HUB_DATASET, "dataset"):
             dataset = read_hub()
         elif LOCAL_DEV_FILE.is_file():
             dataset = read_squad_file(LOCAL_DEV_FILE)

@@ -1,7 +1,7 @@
 """Question answering end to end, timed: `run_pipeline(model, questions, contexts)`, and `answer` for its answers.
 
-The one place the steps are put together (`answer`, `bertl11 demo`, `bertl11 squad`, the widget and
-notebook 02 all come through here):
+The one place the steps are put together (`answer`, `bertl11 demo`, `bertl11 squad`, the widget, notebook 02
+and fine-tuning's validation all come through here):
 
     windows = encode(model.tokenizer, questions, contexts)          # preprocess (tokenizer)
     batches = make_batches(windows, batch_size, bucket=True)
@@ -94,7 +94,8 @@ def run_pipeline(model, questions: list[str], contexts: list[str], *, batch_size
                  progress: bool = False, job=None, on_batch=None) -> PipelineRun | None:
     """Answer each question from its context, timing each stage.
 
-    model:   a `bertl11.QAModel`
+    model:   a `bertl11.QAModel`, or what acts like one: tokenizer, shape, device, source.na_prob_threshold (read
+             only with use_model_threshold) and a call returning float32 CPU logits (`training.loop.PipelineModel`)
     search:  how spans are chosen; a model that ships a null-score threshold answers "" when na_prob exceeds
              it, unless use_model_threshold=False (`model_search`)
     bucket:  pad batches by length (default: on for cpu/cuda, off for tt)

@@ -11,7 +11,7 @@ The ingredients must share what makes averaging meaningful and the threshold hon
 - the same validation articles. The soup is validated on them to choose its own null-score threshold,
   as `bertl11 finetune` does, so no ingredient may have trained on them.
 
-The output is a standard HF directory like `bertl11 finetune`'s, whose `bertl11.json` records each
+The output is a standard HF directory like `bertl11 finetune`'s, whose model card records each
 ingredient's card under `soup`.
 """
 
@@ -19,41 +19,35 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import UserError
-from .finetune import (MODEL_CARD, Recipe, autocast_dtype, fresh_output, load_training_data, read_model_card, root, save,
-                       validate)
+from ..errors import UserError
+from .. import modelcard
+from ..modelcard import ModelCard
+from .data import load_training_data
+from .output import fresh_output, save
+from .recipe import Recipe, autocast_dtype
 
 MINIMUM_INGREDIENTS = 2
 WINDOW_KEYS = ("max_seq_len", "doc_stride", "batch_size")  # how validation windows and batches are made
 
 
-def validation_windows(card: dict) -> Recipe:
+def validation_windows(card: ModelCard) -> Recipe:
     """The window settings a model was validated with: a fine-tune's recipe, or a soup's own `windows`."""
-    settings = card.get("recipe") or card.get("windows") or {}
+    settings = card.recipe or card.windows or {}
     return Recipe(**{key: settings[key] for key in WINDOW_KEYS if key in settings})
 
 
-def _ingredient(directory: str) -> tuple[Path, dict]:
+def _ingredient(directory: str) -> tuple[Path, ModelCard]:
     """(directory, model card) of one fine-tuned model, or a UserError saying why it cannot be one."""
     path = Path(directory)
     if not (path / "model.safetensors").is_file():
         raise UserError(f"--models {directory}: not a fine-tuned model directory (no model.safetensors)")
-    card = read_model_card(path)
-    if not card:
-        raise UserError(f"--models {directory}: no {MODEL_CARD}; only `bertl11 finetune` outputs can be averaged")
+    card = ModelCard.read(path)
+    if card is None:
+        raise UserError(f"--models {directory}: no {modelcard.FILE}; only `bertl11 finetune` outputs can be averaged")
     return path, card
 
 
-def validation_best_f1(card: dict) -> float | None:
-    """The best F1 a model reached on its validation articles: its kept epoch's, or a soup's own."""
-    if "validation" in card:
-        return card["validation"]["best_f1"]
-    log = card.get("log", {})
-    kept = [epoch for epoch in log.get("epochs", []) if epoch["epoch"] == log.get("best_epoch")]
-    return kept[0].get("best_f1") if kept else None
-
-
-def _agreed(cards: list[dict], key, what: str):
+def _agreed(cards: list[ModelCard], key, what: str):
     """The one value `key(card)` takes on every card, or a UserError naming what differs."""
     values = [key(card) for card in cards]
     if any(value != values[0] for value in values):
@@ -70,20 +64,17 @@ def average(states: list[dict]) -> dict:
     return {name: (sum(state[name].double() for state in states) / len(states)).float() for name in names}
 
 
-def make_soup(models: list[str], data: str, out: str) -> tuple[Path, list[tuple[Path, dict]], dict]:
+def make_soup(models: list[str], data: str, out: str) -> tuple[Path, list[tuple[Path, ModelCard]], dict]:
     """Average the fine-tuned `models` into a new directory `out`, validated on their validation articles of
     `data` for its own null-score threshold. Returns (out, [(ingredient, its card)], the soup's validation scores)."""
-    from safetensors.torch import load_file
-    from transformers import AutoTokenizer, BertForQuestionAnswering
-
-    from .squad.split import train_validation
+    from ..squad.split import train_validation
 
     if len(models) < MINIMUM_INGREDIENTS:
         raise UserError(f"--models needs at least {MINIMUM_INGREDIENTS} directories to average, not {len(models)}")
     ingredients = [_ingredient(directory) for directory in models]
     cards = [card for _, card in ingredients]
-    base, base_fingerprint = _agreed(cards, root, "the base weights their first stage started from")
-    articles = _agreed(cards, lambda card: card.get("validation_articles"), "their validation articles")
+    base, base_fingerprint = _agreed(cards, modelcard.root, "the base weights their first stage started from")
+    articles = _agreed(cards, lambda card: card.validation_articles, "their validation articles")
     if not articles:
         raise UserError("--models: the models were fine-tuned without validation articles; the soup needs them for its threshold")
     path = fresh_output(out)
@@ -91,17 +82,22 @@ def make_soup(models: list[str], data: str, out: str) -> tuple[Path, list[tuple[
     if sorted(set(validation_set["title"])) != sorted(articles):
         raise UserError(f"--data {data}: its validation articles are not the ones the models validated on ({', '.join(articles)})")
 
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer, BertForQuestionAnswering
+
+    from .loop import validate
+
     first = ingredients[0][0]
     model = BertForQuestionAnswering.from_pretrained(str(first))
     model.load_state_dict(average([load_file(str(directory / "model.safetensors")) for directory, _ in ingredients]))
     tokenizer = AutoTokenizer.from_pretrained(str(first))
     windows = validation_windows(cards[0])
     scores = validate(model, tokenizer, validation_set, windows, autocast_dtype("auto"))
-    card = {"base": base, "base_fingerprint": base_fingerprint, "data": str(data),
-            "soup": cards, "models": [str(directory) for directory, _ in ingredients],
-            "windows": {key: getattr(windows, key) for key in WINDOW_KEYS},
-            # the ingredients trained on the same pool; one may have used only part of it (--limit)
-            "train_questions": max(card.get("train_questions") or 0 for card in cards),
-            "validation_articles": articles, "na_prob_threshold": scores["best_f1_thresh"], "validation": scores}
+    card = ModelCard(base=base, base_fingerprint=base_fingerprint, data=str(data),
+                     soup=cards, models=[str(directory) for directory, _ in ingredients],
+                     windows={key: getattr(windows, key) for key in WINDOW_KEYS},
+                     # the ingredients trained on the same pool; one may have used only part of it (--limit)
+                     train_questions=max(ingredient.train_questions or 0 for ingredient in cards),
+                     validation_articles=articles, na_prob_threshold=scores["best_f1_thresh"], validation=scores)
     save(model, tokenizer, path, card)
     return path, ingredients, scores
