@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
 from ..errors import UserError
 from ..modelcard import ModelCard
+from ..verified import staged_directory
 from .recipe import Recipe
 
 
@@ -27,17 +25,10 @@ def fresh_output(out: str) -> Path:
 
 def save(model, tokenizer, out: Path, card: ModelCard) -> None:
     """Write the HF directory beside `out` and move it into place whole, so a crash leaves nothing half-written."""
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
-    try:
+    with staged_directory(out, mode=0o755) as staging:
         model.save_pretrained(str(staging), safe_serialization=True)
         tokenizer.save_pretrained(str(staging))
         card.write(staging)
-        os.chmod(staging, 0o755)
-        if out.exists():
-            out.rmdir()  # empty, checked by fresh_output
-        os.replace(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def finetune_card(base: str, base_fingerprint: str, data: str, recipe: Recipe, train_set, validation_set,
