@@ -1,7 +1,7 @@
 # The set-up commands of the README:
 #   make test       install everything into .venv (+ the reference and ttnn contract environments) and run all tests
 #   make test-fast  install into .venv and run what a change needs checked in minutes: no slow, browser or contract tests
-#   make demo       install into .venv and answer the 12 packaged questions
+#   make demo       install into .venv and answer the 12 packaged questions (DEMO_ARGS="--model minilm-squad2 ...")
 #   make app        install into .venv and serve the QA app at http://127.0.0.1:8866/ (APP_ARGS="--port 9000 ...")
 #
 # TORCH pins torch so pip takes the local CPU wheel instead of resolving a multi-GB CUDA build.
@@ -12,6 +12,7 @@ VENV := .venv
 PIP_QUIET := -q --disable-pip-version-check
 PYTEST_ARGS ?=
 APP_ARGS ?=
+DEMO_ARGS ?=
 
 .PHONY: test test-fast demo app install clean-venvs
 
@@ -43,7 +44,7 @@ test-fast: $(VENV)/.installed
 		--ignore=tests/contract $(PYTEST_ARGS)
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/bertl11 demo
+	$(VENV)/bin/bertl11 demo $(DEMO_ARGS)
 
 app: $(VENV)/.installed
 	$(VENV)/bin/bertl11 app $(APP_ARGS)

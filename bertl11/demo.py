@@ -87,7 +87,9 @@ class DemoResult:
 
 def run_demo(inputs: list[QAInput], model_name: str, config: str, device: str, batch: int, card: str | None = None,
              warnings: list[str] | None = None, cache_dir: Path | None = None, fast: bool = False, trace: bool = False,
-             mesh: tuple[int, int] = (1, 1)) -> DemoResult:
+             mesh: tuple[int, int] = (1, 1), progress: bool = False) -> DemoResult:
+    """Answer `inputs` in one batch, twice (a first and a cached run), with the seed's timings. `progress`: a bar
+    per run (BERT-large on a CPU takes minutes)."""
     from .runtime import QAModel
     from .squad.pipeline import run_pipeline
     from .squad.postprocess import SpanSearch
@@ -98,7 +100,7 @@ def run_demo(inputs: list[QAInput], model_name: str, config: str, device: str, b
         check_batch(batch // chips, device, card or (opened.name if opened is not None else None))  # per chip
         # Two passes: the first includes any compile / program-cache fill, the second is the cached run.
         run = run_pipeline(model, [item.question for item in inputs], [item.context for item in inputs], batch_size=batch,
-                           search=SpanSearch(handle_impossible_answer=True), model_runs=2)
+                           search=SpanSearch(handle_impossible_answer=True), model_runs=2, progress=progress)
     answers = run.answers
     timings = {
         "weight_loading_s": model.load_report.seconds, "preprocessing_s": run.seconds["preprocess"],

@@ -7,6 +7,7 @@ Every reach for the hub goes through here, so that offline runs fail fast in one
 
 from __future__ import annotations
 
+from fnmatch import fnmatch
 from pathlib import Path
 
 from .errors import UserError
@@ -39,19 +40,33 @@ def is_cached(model_id: str) -> bool:
     return (Path(path) / "config.json").is_file()
 
 
-def model_snapshot(model_id: str, patterns: list[str]) -> Path | None:
-    """The local directory of a model's files matching `patterns`: from the HF cache, else downloaded when the hub
-    answers; None when neither has it."""
-    from huggingface_hub import snapshot_download
+# A model snapshot: its config and tokenizer files, and one weight format: safetensors where the repository has it,
+# else PyTorch's checkpoint (read with torch.load(weights_only=True)); never both, which would download it twice.
+MODEL_FILES = ["config.json", "tokenizer*", "vocab.txt", "special_tokens_map.json"]
+WEIGHT_FORMATS = ("*.safetensors", "pytorch_model*.bin")
+
+
+def weight_format(files: list[str]) -> str | None:
+    """The weight files' pattern to download from a repository holding `files`: the first of WEIGHT_FORMATS any
+    file matches, or None."""
+    return next((pattern for pattern in WEIGHT_FORMATS if any(fnmatch(name, pattern) for name in files)), None)
+
+
+def model_snapshot(model_id: str) -> Path | None:
+    """The local directory of a model's files (MODEL_FILES and one weight format): from the HF cache, else
+    downloaded when the hub answers; None when neither has it."""
+    from huggingface_hub import HfApi, snapshot_download
 
     try:
-        return Path(snapshot_download(model_id, allow_patterns=patterns, local_files_only=True))
+        return Path(snapshot_download(model_id, allow_patterns=[*MODEL_FILES, *WEIGHT_FORMATS], local_files_only=True))
     except Exception:
         pass
     if not reachable(model_id):
         return None
     try:
-        return Path(snapshot_download(model_id, allow_patterns=patterns, etag_timeout=5))
+        weights = weight_format(HfApi().list_repo_files(model_id))
+        return Path(snapshot_download(model_id, allow_patterns=[*MODEL_FILES, *([weights] if weights else [])],
+                                      etag_timeout=5))
     except Exception:
         return None
 

@@ -198,7 +198,7 @@ def _from_directory(path: Path, name: str) -> ModelSource:
 
 
 def _from_hub(model_id: str) -> ModelSource:
-    path = hub.model_snapshot(model_id, ["config.json", "*.safetensors", "tokenizer*", "vocab.txt", "special_tokens_map.json"])
+    path = hub.model_snapshot(model_id)
     if path is None or not (path / "config.json").is_file():
         raise UserError(
             f"model {model_id!r} is not in the HF cache and the hub cannot be reached; "

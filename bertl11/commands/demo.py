@@ -57,7 +57,7 @@ def run(args) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     options.apply_threads(args)
     result = run_demo(inputs, model_name, args.config, args.device, args.batch, args.card, warnings, args.cache_dir, args.fast,
-                      trace, mesh)
+                      trace, mesh, progress=sys.stderr.isatty())
     if args.json:
         print(json.dumps({**asdict(result), "throughput": result.throughput}, indent=2))
     else:
