@@ -10,6 +10,7 @@ import argparse
 import importlib
 import sys
 
+from . import __version__
 from .errors import UserError
 
 # name -> one-line help; the command lives in bertl11.commands.<name>
@@ -31,6 +32,7 @@ COMMANDS = {
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """All commands with their help; only `command`'s module is imported and given its arguments."""
     parser = argparse.ArgumentParser(prog="bertl11", description="BERT-large SQuAD v2 question answering (metal_BERT_large_11 style).")
+    parser.add_argument("--version", action="version", version=f"bertl11 {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, help_text in COMMANDS.items():
         sub = commands.add_parser(name, help=help_text, description=help_text)

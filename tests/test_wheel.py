@@ -35,7 +35,7 @@ def installed(tmp_path_factory):
     root = tmp_path_factory.mktemp("wheel")
     source = root / "source"  # what the build reads, copied: setuptools builds in the source tree
     shutil.copytree(REPO / "bertl11", source / "bertl11", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(REPO / name, source / name)
     run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", root / "dist", source, cwd=root)
     (wheel,) = (root / "dist").glob("bertl11-*.whl")
@@ -54,6 +54,14 @@ def test_the_wheel_holds_the_package_data(installed):
     assert "bertl11/data/input_data.json" in names
     assert "bertl11/data/qa_app.ipynb" in names, "bertl11 app serves it"
     assert not any(name.startswith(("tests/", "notebooks/", "data/")) for name in names)
+    assert "bertl11/NOTICE" in names, "the credits travel with the package"
+    assert any(re.fullmatch(r"bertl11-[^/]+\.dist-info/licenses/LICENSE", name) for name in names), names
+
+
+def test_the_installed_command_says_its_version(installed):
+    python, elsewhere, wheel = installed
+    version = run(python.parent / "bertl11", "--version", cwd=elsewhere).strip()
+    assert version == f"bertl11 {wheel.name.split('-')[1]}"
 
 
 def test_installed_demo_answers_outside_the_checkout(installed, tmp_path):
