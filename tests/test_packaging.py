@@ -1,6 +1,8 @@
 """environment.yml (conda users) and pyproject.toml (pip users) describe the same environment."""
 
 import re
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -45,3 +47,23 @@ def test_environment_yml_matches_pyproject():
 def test_makefile_pins_the_same_torch_as_environment_yml():
     pinned = re.search(r"^TORCH \?= (\S+)", (REPO / "Makefile").read_text(), re.M).group(1)
     assert pinned in (REPO / "environment.yml").read_text()
+
+
+def hidden_path(tmp_path):
+    """An environment whose PATH holds make and a Python 3.11 only, and no pyenv: a machine without 3.10 or 3.12."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "make").symlink_to(shutil.which("make"))
+    (bin_dir / "python3.11").symlink_to(sys.executable)
+    return {"PATH": str(bin_dir), "HOME": str(tmp_path), "PYENV_ROOT": str(tmp_path / "no-pyenv")}
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_test_without_a_ttnn_python_stops_in_one_line(tmp_path):
+    env = hidden_path(tmp_path)
+    stopped = subprocess.run(["make", "test"], cwd=REPO, env=env, capture_output=True, text=True)
+    assert stopped.returncode == 2 and stopped.stdout == "", stopped.stdout
+    lines = stopped.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Python 3.12 or 3.10" in lines[0] and "make test-fast" in lines[0], stopped.stderr
+    planned = subprocess.run(["make", "-n", "test-fast"], cwd=REPO, env=env, capture_output=True, text=True)
+    assert planned.returncode == 0 and "pytest" in planned.stdout, planned.stderr
