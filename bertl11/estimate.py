@@ -34,7 +34,7 @@ import math
 from dataclasses import dataclass, replace
 
 from .cards import DEST_TILES_HALF_SYNC, Card, get_card
-from .config import BFLOAT8_B, BFLOAT16, DRAM, FLOAT32, L1, RunConfig, get_run_config
+from .config import BFLOAT8_B, BFLOAT16, DRAM, FLOAT32, L1, RunConfig
 from .errors import UserError
 from .ops import BATCHED_MATMUL, DATA_MOVEMENT, ENCODER, LAYER_INPUT, LAYERNORM, LINEAR, OPS, SOFTMAX, op_label
 from .plan import BERT_LARGE, INTERLEAVED, MULTICAST, TILE, EncoderShape, MatmulProgram, Placement, Plan, make_plan
@@ -110,8 +110,13 @@ _GRAYSKULL_TILE = TileOps(add=50.4, multiply=54.8, exp=668.1, reciprocal=905.5, 
 _WORMHOLE_TILE = TileOps(add=49.6, multiply=54.6, exp=812.8, reciprocal=780.8, sqrt=910.1, gelu=270.4, reduce=59.0, copy=56.0)
 
 # Fitted constants: `python benchmarks/fit_estimate.py` reproduces them from the GEMM rows in anchors.py.
+# The matrix engine multiplies 8x16 by 16x16 in one cycle, so a 32x32x32 tile product takes (32/8)(32/16)(32/16) = 16
+# cycles on Wormhole and Blackhole (Grayskull's engine does half as much per cycle); a block narrower than 8 rows
+# still costs a whole feed, which the model charges by rounding every dimension up to whole tiles.
+TILE_PRODUCT_CYCLES = (TILE // 8) * (TILE // 16) * (TILE // 16)
+
 _WORMHOLE = Tensix(
-    "wormhole_b0", matmul_tile_cycles=16, step_cycles=15.5, subblock_cycles=42.3, reload_cycles=0,
+    "wormhole_b0", matmul_tile_cycles=TILE_PRODUCT_CYCLES, step_cycles=15.5, subblock_cycles=42.3, reload_cycles=0,
     unpack_bytes=51.5, pack_bytes=64, fetch_bytes=12.5, fetch_latency=2.1, multicast_bytes=15, read_bytes=22,
     write_bytes=21, noc_latency=259, start_cycles=4604, dram_gbps=288, op_gap_ns=3000, tile=_WORMHOLE_TILE,
 )
@@ -119,13 +124,13 @@ TENSIX: dict[str, Tensix] = {
     t.arch: t
     for t in (
         # Grayskull: Tenstorrent's Grayskull matmul regression (36 cycles per tile product per phase, 56 per
-        # subblock, 1321 per reloaded K block); unpackers 80 B/cycle shared, scaled by Wormhole's fitted share of
-        # its own 80; data movement and start-up as Wormhole's (the same 32-byte NoC), clock 1.2 GHz.
+        # subblock, 1321 per reloaded K block: no packer L1 accumulation); its unpackers, like Wormhole's, move up to
+        # 80 B/cycle, so Wormhole's fitted rate; data movement and start-up as Wormhole's (the same 32-byte NoC).
         replace(_WORMHOLE, arch="grayskull", matmul_tile_cycles=36, step_cycles=0, subblock_cycles=56, reload_cycles=1321,
-                read_bytes=22, write_bytes=21, dram_gbps=118, tile=_GRAYSKULL_TILE),
+                dram_gbps=118, tile=_GRAYSKULL_TILE),
         _WORMHOLE,
         Tensix(
-            "blackhole", matmul_tile_cycles=16, step_cycles=9.5, subblock_cycles=23.4, reload_cycles=0,
+            "blackhole", matmul_tile_cycles=TILE_PRODUCT_CYCLES, step_cycles=9.5, subblock_cycles=23.4, reload_cycles=0,
             unpack_bytes=72.2, pack_bytes=64, fetch_bytes=17.5, fetch_latency=378.2, multicast_bytes=24, read_bytes=33,
             write_bytes=34, noc_latency=403, start_cycles=5852, dram_gbps=512, op_gap_ns=1300, tile=_WORMHOLE_TILE,
         ),
@@ -133,9 +138,9 @@ TENSIX: dict[str, Tensix] = {
 }
 
 # Host time per op when a forward is dispatched op by op (no trace), not overlapped with the device: the seed's
-# Grayskull figures, 406 samples/s on the device and 370 end to end at batch 12, leave 2.9 ms per forward for
-# about 280 ops (docs/sources.md section 9). An assumption for any other host.
-HOST_US_PER_OP = 10.3
+# Grayskull figures, 406 samples/s on the device and 370 end to end at batch 12, leave 2.9 ms per forward for its
+# about 280 device ops (docs/sources.md section 9). An assumption for any other host.
+HOST_US_PER_OP = round((12 / 370 - 12 / 406) * 1e6 / 280, 1)
 
 
 def tensix(card: Card) -> Tensix:
@@ -711,3 +716,11 @@ def report_rows(estimate: Estimate) -> list[dict]:
                 "BERTL11 MATRIX ENGINE UTIL (%)": round(100 * op.utilisation, 1)}
         rows.append(row)
     return rows
+
+
+def roofs(plan: Plan, fidelity: str = DEFAULT_FIDELITY) -> tuple[float, dict[str, float]]:
+    """The roofline of a plan's grid: the matrix engines' peak TFLOP/s at `fidelity` on the plan's cores, and the
+    bandwidths (GB/s) that feed them: the board's DRAM and the unpackers reading L1 on every core."""
+    t, cores, clock = tensix(plan.card), plan.batch * plan.groups, plan.card.clock_mhz * 1e6
+    peak = cores * 2 * TILE**3 / (t.matmul_tile_cycles * phases(fidelity)) * clock / 1e12
+    return peak, {"DRAM": t.dram_gbps, "L1 (unpackers)": cores * t.unpack_bytes * clock / 1e9}
