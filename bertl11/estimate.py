@@ -10,9 +10,10 @@ runs five small processors at once: two move data over the NoC (reader, writer),
                 own L1) while they compute on the previous block, so the time is the first fetch, then per block the
                 slower of fetching and computing. Computing one inner step (one K tile of an h x w subblock) is the
                 slower of unpacking h + w tiles from L1 and h x w tile products on the matrix engine (16 cycles each
-                per fidelity phase on Wormhole and Blackhole, 32 on Grayskull), plus the math thread's fixed cost
-                per step; every subblock of every block adds the destination-register hand-off. Bias and GELU run on
-                the last block's output tiles.
+                per fidelity phase on Wormhole and Blackhole; 36 measured on Grayskull, whose engine does half as
+                much per cycle), plus the math thread's fixed cost per step; every subblock of every block adds the
+                destination-register hand-off, and the packer writes each block's partial sums back to L1 meanwhile.
+                Bias and GELU run on the last block's output tiles.
     softmax, layernorm, GELU, eltwise
                 a recipe of FPU and SFPU tile operations per tile (and per row of tiles for the reductions' 1/x and
                 sqrt), each at its measured cost per tile; interleaved tensors add their reads and writes over the
@@ -46,7 +47,7 @@ FIDELITY_PHASES = {"LoFi": 1, "HiFi2": 2, "HiFi3": 3, "HiFi4": 4}
 # The seed passes no compute config to its matmuls, so they run at the default: LoFi (docs/sources.md section 1).
 DEFAULT_FIDELITY = "LoFi"
 
-# What bounds an op: the engines, the L1 read port feeding them, DRAM, the NoC, or the fixed cost of starting it.
+# What bounds an op: the engines, the unpackers reading L1 to feed them, DRAM, the NoC, or the fixed cost of starting it.
 COMPUTE, L1_PORT, DRAM_BOUND, NOC_BOUND, DISPATCH = "compute", "L1", "DRAM", "NoC", "dispatch"
 BOUNDS = (COMPUTE, L1_PORT, DRAM_BOUND, NOC_BOUND, DISPATCH)
 
@@ -213,7 +214,8 @@ def matmul_cycles(t: Tensix, prog: MatmulProgram, k_tiles: int, in0: Operand, in
     products = h * w * t.matmul_tile_cycles * p + t.step_cycles
     steps = (m // h) * (n // w) * kb
     subblocks = (m // h) * (n // w)
-    pack = subblocks * h * w * TILE_BYTES[out_dtype] / t.pack_bytes / max(blocks, 1)  # final pack, spread over blocks
+    # Every K block packs the block's partial sums (bfloat16 while K is unfinished), overlapped with the math.
+    pack = m * n * TILE_BYTES[INTERMEDIATE_DTYPE if blocks > 1 else out_dtype] / t.pack_bytes
     compute = max(steps * max(unpack, products), pack) + subblocks * t.subblock_cycles
     reload = t.reload_cycles  # every K block after the first reloads partial sums (no L1 accumulation)
     (fetch0, bound0), (fetch1, bound1) = _block_fetch(t, in0, m * kb), _block_fetch(t, in1, kb * n)
@@ -298,8 +300,8 @@ class OpCost:
         return op_label(self.op)
 
 
-# tt-metal's OP CODE for each kind of device operation (its device-operation names; `tt_profile.same_op` matches
-# the longer names of newer tt-metal versions).
+# tt-metal's OP CODE of each op's device operation: by op kind, and by name for the two data-movement ops (their
+# device-operation names in the seed's era; `tt_profile.op_kind` also matches newer versions' longer names).
 OP_CODES = {
     LINEAR: "Matmul", BATCHED_MATMUL: "Matmul", SOFTMAX: "Softmax", LAYERNORM: "LayerNorm",
     "split_heads": "SplitFusedQKVAndSplitHeads", "concat_heads": "NlpConcatHeads",

@@ -180,3 +180,17 @@ def test_cli_puts_a_cards_report_beside_the_estimate(tmp_path, capsys):
     unrelated = tmp_path / "other.csv"
     pd.DataFrame([{OP_CODE: "Conv2d", KERNEL_NS: 5.0}]).to_csv(unrelated, index=False)
     assert main(["estimate", "--card", "n150", "--batch", "8", "--against", str(unrelated)]) == 2
+
+
+def test_model_reads_only_a_config(tmp_path, capsys):
+    """--model takes a directory holding nothing but a BERT config.json (no weights, no tokenizer)."""
+    from bertl11.anchors import BERT_BASE
+
+    config = {"model_type": "bert", "vocab_size": 30522, "hidden_size": 768, "num_hidden_layers": 12,
+              "num_attention_heads": 12, "intermediate_size": 3072, "max_position_embeddings": 512, "type_vocab_size": 2,
+              "layer_norm_eps": 1e-12, "hidden_act": "gelu"}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert main(["estimate", "--card", "n150", "--batch", "8", "--model", str(tmp_path), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["layers"] == 12 and out["device_ops"] == 6 + 12 * 11 + 2
+    assert out["samples_per_s"] == round(estimate_model("n150", 8, "BFLOAT8_B-SHARDED", BERT_BASE, 12).samples_per_s, 1)

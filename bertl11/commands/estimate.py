@@ -88,9 +88,9 @@ def _model_shape(spec: str | None):
 
     if spec is None:
         return BERT_LARGE, 24, "BERT-large"
-    from ..sources import resolve_model
+    from ..sources import model_shape
 
-    shape = resolve_model(spec).shape
+    shape = model_shape(spec)
     return EncoderShape.from_bert(shape), shape.num_layers, spec
 
 
