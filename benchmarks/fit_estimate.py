@@ -40,19 +40,24 @@ def relative_errors(tensix, anchors) -> np.ndarray:
     return np.array(errors)
 
 
+def fit(arch: str) -> tuple[dict[str, float], list[tuple[object, float]]]:
+    """The fitted constants of one architecture, and every one of its rows with its error under them."""
+    rows = [a for a in GEMM_ANCHORS if CARDS[a.card].arch == arch]
+    fit_rows = [a for a in rows if a.fitted]
+    base = TENSIX[arch]
+
+    def residuals(values):
+        return relative_errors(replace(base, **dict(zip(FITTED, values))), fit_rows)
+
+    values = dict(zip(FITTED, least_squares(residuals, START, bounds=(LOWER, UPPER)).x))
+    return values, list(zip(rows, relative_errors(replace(base, **values), rows)))
+
+
 def main() -> None:
     for arch in ("wormhole_b0", "blackhole"):
-        rows = [a for a in GEMM_ANCHORS if CARDS[a.card].arch == arch]
-        fit_rows = [a for a in rows if a.fitted]
-        base = TENSIX[arch]
-
-        def residuals(values):
-            return relative_errors(replace(base, **dict(zip(FITTED, values))), fit_rows)
-
-        solution = least_squares(residuals, START, bounds=(LOWER, UPPER))
-        fitted = replace(base, **dict(zip(FITTED, solution.x)))
-        print(f"{arch}: " + ", ".join(f"{name}={value:.1f}" for name, value in zip(FITTED, solution.x)))
-        for anchor, error in zip(rows, relative_errors(fitted, rows)):
+        values, errors = fit(arch)
+        print(f"{arch}: " + ", ".join(f"{name}={value:.1f}" for name, value in values.items()))
+        for anchor, error in errors:
             print(f"  {'fit ' if anchor.fitted else 'held'} {anchor.name:45} {100 * error:+6.1f}%")
 
 

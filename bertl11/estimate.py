@@ -520,7 +520,7 @@ def _qa_head_ops(plan: Plan) -> list[OpCost]:
                           transposed=tokens_t * hidden_t))
     cores, rows = _spread(plan, tokens_t)
     h, w = out_subblock(rows, 1, plan.dest_tiles)
-    prog = MatmulProgram("Reuse", (cores, 1), math.gcd(hidden_t, 8), h, w, rows, 1)
+    prog = MatmulProgram("Reuse", (cores, 1), hidden_t, h, w, rows, 1)  # a few rows per core: all of K in one block
     cycles = matmul_cycles(t, prog, hidden_t, Operand(head_dtype, READ), Operand(head_dtype, READ, dram=True), head_dtype,
                            DEFAULT_FIDELITY, out_remote=True, epilogue_per_tile=_binary(t, "add", INTERMEDIATE_DTYPE))
     logits = TensorSpec((plan.batch, 1, s.seq, TILE), head_dtype, f"{L1} {INTERLEAVED}")

@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..config import TT_CONFIGS
+from ..config import BFLOAT8_B, BFLOAT16, TT_CONFIGS
 from ..errors import UserError
+from ..estimate import DEFAULT_FIDELITY, FIDELITY_PHASES
 from . import options
 
-FIDELITIES = ("LoFi", "HiFi2", "HiFi3", "HiFi4")
-DTYPES = ("BFLOAT8_B", "BFLOAT16")
+DTYPES = (BFLOAT8_B.upper(), BFLOAT16.upper())
 
 
 def matmul_shape(text: str) -> tuple[int, int, int]:
@@ -34,7 +34,7 @@ def add_arguments(parser) -> None:
     options.add_config_option(parser, TT_CONFIGS)
     options.add_model_option(parser, default=None, default_help="BERT-large's shapes, 24 layers",
                              what="the model whose shapes are costed (only its config is read)")
-    parser.add_argument("--math-fidelity", choices=FIDELITIES, default="LoFi",
+    parser.add_argument("--math-fidelity", choices=list(FIDELITY_PHASES), default=DEFAULT_FIDELITY,
                         help="the matmuls' math fidelity (default %(default)s, the seed's)")
     parser.add_argument("--matmul", type=matmul_shape, default=None, metavar="MxKxN",
                         help="cost one sharded 2D multicast matmul as tt-metal's GEMM benchmark runs it, not a model")
