@@ -35,12 +35,13 @@ import math
 from dataclasses import dataclass, replace
 
 from .cards import DEST_TILES_HALF_SYNC, Card, get_card
-from .config import BFLOAT8_B, BFLOAT16, DRAM, FLOAT32, L1, RunConfig
+from .config import BFLOAT8_B, BFLOAT16, DRAM, L1, RunConfig
 from .errors import UserError
 from .ops import BATCHED_MATMUL, DATA_MOVEMENT, ENCODER, LAYER_INPUT, LAYERNORM, LINEAR, OPS, SOFTMAX, op_label
 from .plan import BERT_LARGE, INTERLEAVED, MULTICAST, TILE, EncoderShape, MatmulProgram, Placement, Plan, make_plan
 from .plan.derive import out_subblock, output_elements, tiles
 from .plan.l1 import INTERMEDIATE_DTYPE, TILE_BYTES
+from .tt_profile import CORES, FIDELITY, KERNEL_NS, OP_CODE
 
 # Math fidelity: how many passes the matrix engine makes over each product (docs/sources.md section 9).
 FIDELITY_PHASES = {"LoFi": 1, "HiFi2": 2, "HiFi3": 3, "HiFi4": 4}
@@ -259,6 +260,9 @@ def dram_bytes_per_cycle(card: Card) -> float:
 
 # ---------------------------------------------------------------- the ops of a forward, from the plan
 
+UINT32 = "uint32"  # token ids
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     """A tensor as tt-metal's ops report describes it: its shape (W, Z, Y, X), dtype and memory."""
@@ -275,7 +279,7 @@ class TensorSpec:
     def bytes(self) -> int:
         """Bytes in tiles of its dtype (what DRAM moves)."""
         *_, y, x = self.shape
-        return math.prod(self.shape[:2]) * -(-y // TILE) * -(-x // TILE) * TILE_BYTES[self.dtype]
+        return math.prod(self.shape[:2]) * -(-y // TILE) * -(-x // TILE) * (TILE_BYTES | {UINT32: 4 * TILE * TILE})[self.dtype]
 
 
 @dataclass(frozen=True)
@@ -480,7 +484,7 @@ def _embedding_ops(plan: Plan) -> list[OpCost]:
     t, s, card = tensix(plan.card), plan.shape, plan.card
     tokens, tokens_t, hidden_t = plan.batch * s.seq, plan.batch * s.seq // TILE, s.hidden // TILE
     rows = TensorSpec((plan.batch, 1, s.seq, s.hidden), BFLOAT16, f"{L1} {INTERLEAVED}")
-    ids = TensorSpec((1, 1, plan.batch, s.seq), FLOAT32, f"{DRAM} {INTERLEAVED}")  # uint32 ids: 4 bytes each
+    ids = TensorSpec((1, 1, plan.batch, s.seq), UINT32, f"{DRAM} {INTERLEAVED}")
     lookups = []
     cores, _ = _spread(plan, tokens_t * hidden_t)
     for _ in range(3):
@@ -708,8 +712,8 @@ def report_rows(estimate: Estimate) -> list[dict]:
     inputs = max(len(op.inputs) for op in estimate.ops)
     rows = []
     for count, op in enumerate(estimate.ops, 1):
-        row = {"OP CODE": op.op_code, "OP TYPE": "tt_dnn_device", "GLOBAL CALL COUNT": count, "ATTRIBUTES": op.program,
-               "MATH FIDELITY": op.fidelity or "", "CORE COUNT": op.cores, "DEVICE KERNEL DURATION [ns]": round(op.ns)}
+        row = {OP_CODE: op.op_code, "OP TYPE": "tt_dnn_device", "GLOBAL CALL COUNT": count, "ATTRIBUTES": op.program,
+               FIDELITY: op.fidelity or "", CORES: op.cores, KERNEL_NS: round(op.ns)}
         for i in range(inputs):
             row |= _tensor_columns(f"INPUT_{i}", op.inputs[i] if i < len(op.inputs) else None)
         row |= _tensor_columns("OUTPUT_0", op.output)
