@@ -24,6 +24,7 @@ COMMANDS = {
     "perf": "end-to-end throughput, optionally side by side with HF",
     "profile": "time every op of every layer; CSV and bar chart",
     "plan": "the Tensix sharding plan for a card, batch and config",
+    "estimate": "predicted device time of every op on a Tenstorrent card, or of one matmul",
     "app": "serve the QA app as a web page (Voila)",
     "doctor": "versions, CPU capability, CUDA devices, the GEMM each config uses and why, the cache",
 }

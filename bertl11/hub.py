@@ -52,20 +52,21 @@ def weight_format(files: list[str]) -> str | None:
     return next((pattern for pattern in WEIGHT_FORMATS if any(fnmatch(name, pattern) for name in files)), None)
 
 
-def model_snapshot(model_id: str) -> Path | None:
-    """The local directory of a model's files (MODEL_FILES and one weight format): from the HF cache, else
-    downloaded when the hub answers; None when neither has it."""
+def model_snapshot(model_id: str, weights: bool = True) -> Path | None:
+    """The local directory of a model's files (MODEL_FILES and, with `weights`, one weight format): from the HF
+    cache, else downloaded when the hub answers; None when neither has it."""
     from huggingface_hub import HfApi, snapshot_download
 
     try:
-        return Path(snapshot_download(model_id, allow_patterns=[*MODEL_FILES, *WEIGHT_FORMATS], local_files_only=True))
+        cached = [*MODEL_FILES, *(WEIGHT_FORMATS if weights else ())]
+        return Path(snapshot_download(model_id, allow_patterns=cached, local_files_only=True))
     except Exception:
         pass
     if not reachable(model_id):
         return None
     try:
-        weights = weight_format(HfApi().list_repo_files(model_id))
-        return Path(snapshot_download(model_id, allow_patterns=[*MODEL_FILES, *([weights] if weights else [])],
+        chosen = weight_format(HfApi().list_repo_files(model_id)) if weights else None
+        return Path(snapshot_download(model_id, allow_patterns=[*MODEL_FILES, *([chosen] if chosen else [])],
                                       etag_timeout=5))
     except Exception:
         return None

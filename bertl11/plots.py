@@ -114,3 +114,75 @@ def config_scores(scores: dict[str, dict[str, float]], columns=("f1", "HasAns_f1
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def shares_side_by_side(columns: dict[str, dict[str, float]], title: str):
+    """Grouped horizontal bars: each op's share (%) of the total in each column ({column: {op: time}}), ops in the
+    first column's order (e.g. a predicted device breakdown beside a measured CPU profile)."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    ops = list(next(iter(columns.values())))
+    height = 0.8 / len(columns)
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(ops) + 1.2))
+    for i, (label, times) in enumerate(columns.items()):
+        total = sum(times.values())
+        ax.barh(np.arange(len(ops)) + i * height, [100 * times.get(op, 0.0) / total for op in ops], height, label=label)
+    ax.set_yticks(np.arange(len(ops)) + height * (len(columns) - 1) / 2, ops, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("share of the forward's time (%)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def roofline(estimate):
+    """The matmuls of an estimated forward (`estimate.Estimate`) on a roofline of the plan's grid: FLOPs per byte of
+    their tensors against the predicted TFLOP/s, marked by what bounds them, under the matrix engines' peak and the
+    DRAM and L1 bandwidth lines (`estimate.roofs`)."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from .estimate import roofs
+
+    peak, bandwidths = roofs(estimate.plan, estimate.fidelity)
+    points = {}
+    for op in estimate.ops:
+        if op.flops and op.layer in (None, 0):
+            intensity = op.flops / sum(t.bytes for t in (*op.inputs, op.output))
+            points.setdefault(op.bound, []).append((intensity, op.flops / op.ns / 1e3, op.label))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    x = np.logspace(0, 4, 100)
+    ax.plot(x, np.full_like(x, peak), "k-", label=f"matrix engines at {estimate.fidelity}: {peak:.0f} TFLOP/s")
+    for (name, gbps), style in zip(bandwidths.items(), ("--", ":")):
+        ax.plot(x, np.minimum(x * gbps / 1e3, peak), "k" + style, label=f"{name}: {gbps:,.0f} GB/s")
+    for (bound, found), marker in zip(sorted(points.items()), "osD^v"):
+        ax.scatter([p[0] for p in found], [p[1] for p in found], marker=marker, s=40, label=f"bound: {bound}", zorder=3)
+        for intensity, rate, label in found:
+            ax.annotate(label, (intensity, rate), fontsize=7, xytext=(4, -8), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("FLOPs per byte of the op's tensors")
+    ax.set_ylabel("TFLOP/s")
+    plan = estimate.plan
+    ax.set_title(f"{plan.card.title}, batch {plan.batch}, {plan.config.name}: matmuls on the roofline", fontsize=10)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def throughput_curves(curves: dict[str, list[tuple[int, float]]], title: str, ylabel: str = "samples/s on the device"):
+    """One line per card or setting: samples/s against batch ({label: [(batch, samples/s), ...]})."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    for label, points in curves.items():
+        batches, rates = zip(*points)
+        ax.plot(batches, rates, "o-", label=label)
+    ax.set_xlabel("batch")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

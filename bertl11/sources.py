@@ -163,15 +163,20 @@ def _minilm_squad2() -> ModelSource:
                        float(record["na_prob_threshold"]))
 
 
-def _from_directory(path: Path, name: str) -> ModelSource:
+def _read_config(path: Path):
+    """The HF config in a model directory, or a one-line `UserError`."""
     from transformers import AutoConfig
 
     if not (path / "config.json").is_file():
         raise UserError(f"model directory {path} has no config.json")
     try:
-        config = AutoConfig.from_pretrained(str(path))
+        return AutoConfig.from_pretrained(str(path))
     except (OSError, ValueError) as error:
         raise UserError(f"cannot read {path / 'config.json'}: {error}") from None
+
+
+def _from_directory(path: Path, name: str) -> ModelSource:
+    config = _read_config(path)
     BertShape.from_hf(config)  # refuse non-BERT configs before anything else
     weight_files = sorted(path.glob("*.safetensors")) or sorted(path.glob("pytorch_model*.bin"))
     if not weight_files:
@@ -197,14 +202,20 @@ def _from_directory(path: Path, name: str) -> ModelSource:
                        card.na_prob_threshold if card is not None else None)
 
 
-def _from_hub(model_id: str) -> ModelSource:
-    path = hub.model_snapshot(model_id)
+def _hub_snapshot(model_id: str, weights: bool = True) -> Path:
+    """A hub model's files (with its weights, or its config and tokenizer only) from the HF cache, else downloaded
+    if the hub answers; a one-line `UserError` when neither has it."""
+    path = hub.model_snapshot(model_id, weights=weights)
     if path is None or not (path / "config.json").is_file():
         raise UserError(
             f"model {model_id!r} is not in the HF cache and the hub cannot be reached; "
             f"use --model with one of {', '.join(OFFLINE_MODELS)} or a local model directory"
         )
-    return _from_directory(path, model_id)
+    return path
+
+
+def _from_hub(model_id: str) -> ModelSource:
+    return _from_directory(_hub_snapshot(model_id), model_id)
 
 
 def default_model() -> tuple[str, str | None]:
@@ -216,6 +227,21 @@ def default_model() -> tuple[str, str | None]:
         f"{DEFAULT_MODEL} is not in the HF cache and the hub is unreachable: running the offline model "
         f"'{OFFLINE_DEFAULT}' (MiniLM fine-tuned on 23 SQuAD v2 dev articles, shipped in the package)"
     )
+
+
+def model_shape(spec: str) -> BertShape:
+    """A `--model` value's shapes from its config alone: a directory's or hub model's weights are neither read nor
+    fetched (`bertl11 estimate`); the built-in names as `resolve_model` makes them."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return BertShape.from_hf(_read_config(path))
+    if _is_hub_id(spec) and not path.exists():
+        return BertShape.from_hf(_read_config(_hub_snapshot(spec, weights=False)))
+    return resolve_model(spec).shape
+
+
+def _is_hub_id(spec: str) -> bool:
+    return spec.count("/") == 1 and all(spec.split("/")) and not spec.startswith((".", "/", "~"))
 
 
 def resolve_model(spec: str) -> ModelSource:
@@ -238,7 +264,7 @@ def resolve_model(spec: str) -> ModelSource:
         if not path.is_dir():
             raise UserError(f"model directory {spec!r} does not exist or is not a directory")
         return _from_directory(path, spec)
-    if spec.count("/") == 1 and all(spec.split("/")):
+    if _is_hub_id(spec):
         return _from_hub(spec)
     raise UserError(
         f"unknown model {spec!r}; use an HF hub id (e.g. {DEFAULT_MODEL}), a local directory, or one of {', '.join(OFFLINE_MODELS)}"

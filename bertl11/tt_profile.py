@@ -55,3 +55,51 @@ def device_throughput(report, batch: int, runs: int = 1) -> float:
     if seconds <= 0:
         raise UserError("the device profile holds no kernel time")
     return batch / seconds
+
+
+def op_kind(op_code: str) -> str:
+    """An OP CODE without what tt-metal versions add or drop around the same operation ("MatmulDeviceOperation",
+    "Matmul" -> "matmul"; "NLPConcatHeadsDeviceOperation", "NlpConcatHeads" -> "nlpconcatheads")."""
+    name = "".join(ch for ch in str(op_code).lower() if ch.isalnum())
+    for suffix in ("deviceoperation", "operation"):
+        name = name.removesuffix(suffix)
+    return OP_KIND_ALIASES.get(name, name)
+
+
+# Names of the same device operation in different tt-metal versions.
+OP_KIND_ALIASES = {"eltwisebinary": "binary", "binaryng": "binary", "splitfusedqkvandsplitheads": "splitheads",
+                   "splitquerykeyvalueandsplitheads": "splitheads", "nlpcreateqkvheads": "splitheads",
+                   "layernormpostallgather": "layernorm", "softmaxinplace": "softmax"}
+
+
+def compare_reports(measured, predicted):
+    """A card's measured ops report beside a predicted one (`bertl11 estimate --csv`, same columns), op by op.
+
+    The two lists of OP CODEs are aligned in order (difflib: an op only one side has is left unpaired, so a report
+    with extra host-side or conversion ops still lines up); each pair gets both kernel durations and the error of the
+    prediction. Returns (pairs, unmatched): a DataFrame per paired op (measured row order) and the count of ops left
+    unpaired on each side."""
+    import difflib
+
+    import pandas as pd
+
+    kinds_measured = [op_kind(c) for c in measured[OP_CODE]]
+    kinds_predicted = [op_kind(c) for c in predicted[OP_CODE]]
+    matcher = difflib.SequenceMatcher(a=kinds_measured, b=kinds_predicted, autojunk=False)
+    pairs = []
+    for block in matcher.get_matching_blocks():
+        for i in range(block.size):
+            m, p = measured.iloc[block.a + i], predicted.iloc[block.b + i]
+            pairs.append({OP_CODE: m[OP_CODE], "op": p.get("BERTL11 OP", p[OP_CODE]), "measured_us": m[KERNEL_NS] / 1e3,
+                          "predicted_us": float(p[KERNEL_NS]) / 1e3})
+    table = pd.DataFrame(pairs, columns=[OP_CODE, "op", "measured_us", "predicted_us"])
+    table["error_%"] = 100 * (table["predicted_us"] / table["measured_us"] - 1)
+    paired = len(table)
+    return table.round(2), {"measured": len(measured) - paired, "predicted": len(predicted) - paired}
+
+
+def error_by_op(pairs):
+    """Per op (summed over layers): measured and predicted microseconds and the error of the prediction."""
+    grouped = pairs.groupby("op", sort=False)[["measured_us", "predicted_us"]].sum()
+    grouped["error_%"] = 100 * (grouped["predicted_us"] / grouped["measured_us"] - 1)
+    return grouped.round(1)

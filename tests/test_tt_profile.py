@@ -41,3 +41,25 @@ def test_not_a_report(tmp_path):
         read_ops_report(path)
     with pytest.raises(UserError, match="cannot read"):
         read_ops_report(tmp_path / "missing.csv")
+
+
+def test_a_measured_report_lines_up_with_a_prediction_op_by_op():
+    """Newer tt-metal names ("...DeviceOperation"), an extra op only the card ran, an op only the prediction has."""
+    from bertl11.tt_profile import compare_reports, error_by_op, op_kind
+
+    measured = pd.DataFrame({
+        "OP CODE": ["MatmulDeviceOperation", "ReshapeViewDeviceOperation", "Softmax", "NLPConcatHeadsDeviceOperation", "Matmul"],
+        "DEVICE KERNEL DURATION [ns]": [300_000.0, 2_000.0, 100_000.0, 10_000.0, 200_000.0],
+    })
+    predicted = pd.DataFrame({
+        "OP CODE": ["Matmul", "Softmax", "NlpConcatHeads", "LayerNorm", "Matmul"],
+        "DEVICE KERNEL DURATION [ns]": [240_000, 125_000, 10_000, 40_000, 250_000],
+        "BERTL11 OP": ["(1) QKV", "(4) softmax", "(6) concat heads", "(8) add+layernorm", "(7) self-output"],
+    })
+    assert op_kind("NLPConcatHeadsDeviceOperation") == op_kind("NlpConcatHeads") == "nlpconcatheads"
+    pairs, unpaired = compare_reports(measured, predicted)
+    assert list(pairs["op"]) == ["(1) QKV", "(4) softmax", "(6) concat heads", "(7) self-output"]
+    assert list(pairs["error_%"]) == [-20.0, 25.0, 0.0, 25.0]
+    assert unpaired == {"measured": 1, "predicted": 1}
+    by_op = error_by_op(pairs)
+    assert by_op.loc["(4) softmax", "measured_us"] == 100.0 and by_op.loc["(4) softmax", "predicted_us"] == 125.0
