@@ -1,7 +1,8 @@
 """The `bertl11` command line: routes each command to its module in `bertl11.commands`.
 
 Each command module exposes `add_arguments(parser)` and `run(args) -> int`; shared options live in
-`commands/options.py`. A `UserError` anywhere becomes one line on stderr and exit 2.
+`commands/options.py`. A `UserError` anywhere, a usage error included, becomes one line on stderr and exit 2;
+Ctrl-C is one line and exit 130. Anything else is a bug and shows Python's traceback (exit 1).
 """
 
 from __future__ import annotations
@@ -30,9 +31,17 @@ COMMANDS = {
 }
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, except that a usage error is a `UserError` (one line, exit 2) rather than its usage block."""
+
+    def error(self, message: str):
+        raise UserError(f"{message} (bertl11 {self.prog.removeprefix('bertl11 ')} --help lists the options)"
+                        if self.prog != "bertl11" else f"{message} (bertl11 --help lists the commands)")
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """All commands with their help; only `command`'s module is imported and given its arguments."""
-    parser = argparse.ArgumentParser(prog="bertl11", description="BERT-large SQuAD v2 question answering (metal_BERT_large_11 style).")
+    parser = Parser(prog="bertl11", description="BERT-large SQuAD v2 question answering (metal_BERT_large_11 style).")
     parser.add_argument("--version", action="version", version=f"bertl11 {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, help_text in COMMANDS.items():
