@@ -60,7 +60,7 @@ def test_subblock_rule():
     "card, batch, config, reason",
     [
         ("e150", 13, "BFLOAT8_B-SHARDED", "compute grid is 12x9"),
-        ("n300", 8, "BFLOAT8_B-SHARDED", "compute grid is 8x7"),
+        ("n300", 9, "BFLOAT8_B-SHARDED", "compute grid is 8x8"),
         ("e150", 1, "BFLOAT8_B-SHARDED", "runs batch 2-12"),
         ("n150", 8, "FLOAT32", "torch-only"),
     ],
@@ -144,3 +144,65 @@ def test_every_declared_plan_passes_the_ported_rules():
         for batch in card.batches():
             for config in TT_CONFIGS:
                 make_plan(card, batch, config)
+
+
+def minilm_shape() -> EncoderShape:
+    """MiniLM's encoder (12 heads of 32, hidden 384): its head size puts one tile column per head on attention.V."""
+    from bertl11.sources import resolve_model
+
+    return EncoderShape.from_bert(resolve_model("minilm").shape)
+
+
+def test_batched_matmul_subblock_divides_the_rows_of_one_matrix():
+    """ttnn's Reuse program for a batched matmul (batch on both operands) requires out_subblock_h to divide M, the
+    rows of one matrix of the batch in tiles (S/32), not only per_core_M (matmul_device_operation.cpp). MiniLM's
+    attention.V block is 24x1 tiles (2 heads x 12 rows): 8x1 divides the block but not M = 12."""
+    shape = minilm_shape()
+    plan = make_plan("n150", 8, "BFLOAT8_B-L1", shape)
+    rows_of_one_matrix = shape.seq // 32
+    for op in ("q_kt", "attention_v"):
+        program = plan.ops[op].program
+        assert rows_of_one_matrix % program.out_subblock_h == 0 and program.per_core_M % program.out_subblock_h == 0
+    old = _with_program(plan, "attention_v", out_subblock_h=8)
+    refused = [p for p in problems(old) if p.startswith("attention_v")]
+    assert refused == [f"attention_v: out_subblock_h (8) needs to divide M ({rows_of_one_matrix}) evenly, the rows of one "
+                       "matrix of the batch in tiles (matmul/device/matmul_device_operation.cpp)"]
+
+
+# Bytes per tile (tt_metal tile_size) and the factory's double buffering (MCAST_INPUT_BUFFERING_DEPTH).
+BFP8_TILE, BF16_TILE, DOUBLE = 1088, 2048, 2
+
+
+def test_l1_counts_the_matmul_intermediate_buffer():
+    """The 2D multicast factory (matmul_multicore_reuse_mcast_2d_program_factory.cpp) accumulates in L1
+    (packer_l1_acc, ttnn's default unless the output is float32) when there is a bias and more than one K block;
+    the partials are Float16_b, so beside a BFLOAT8_B output it allocates an intermediate buffer of per_core_M x
+    per_core_N tiles of its own. The QKV of BFLOAT8_B-SHARDED on an n150, batch 8, buffer by buffer:"""
+    plan = make_plan("n150", 8, "BFLOAT8_B-SHARDED")
+    qkv = plan.ops["qkv"].program
+    shard_k = 1024 // 32 // plan.groups  # the hidden tiles a core holds of its sequence
+    assert (1024 // 32) // qkv.in0_block_w > 1  # K blocks: the partials accumulate in L1
+    expected = {
+        "layer input shard": 12 * shard_k * BFP8_TILE,
+        "output shard": qkv.per_core_M * qkv.per_core_N * BFP8_TILE,
+        "in0 (multicast receive)": qkv.per_core_M * qkv.in0_block_w * DOUBLE * BFP8_TILE,
+        "in1 (weights)": qkv.per_core_N * qkv.in0_block_w * DOUBLE * BFP8_TILE,
+        "bias": qkv.per_core_N * BFP8_TILE,
+        "intermediate (Float16_b)": qkv.per_core_M * qkv.per_core_N * BF16_TILE,
+    }
+    assert plan.ops["qkv"].l1_bytes == sum(expected.values())
+    # A bfloat16 output shares its buffer with the partials: no intermediate buffer of its own.
+    bf16 = make_plan("n150", 8, "BFLOAT16-L1")
+    ff2 = bf16.ops["ff2"]
+    assert ff2.output.dtype == "bfloat16" and ff2.l1_bytes <= bf16.card.l1_free_bytes
+
+
+def test_sharded_layernorm_needs_the_residual_in_the_inputs_memory_config():
+    """layernorm_device_operation.cpp: with a sharded input, the residual must be sharded with the same shard spec
+    and memory config. The plan places both from one rule; a placement that differs is refused in one line."""
+    plan = make_plan("n150", 8, "BFLOAT8_B-SHARDED")
+    for op, residual in (("attention_add_layernorm", "self_output"), ("ffn_add_layernorm", "ff2")):
+        narrower = replace(plan.ops[residual].output, shard_shape=(384, 64))
+        moved = replace(plan, ops={**plan.ops, residual: replace(plan.ops[residual], output=narrower)})
+        found = [p for p in problems(moved) if p.startswith(op)]
+        assert len(found) == 1 and "the same memory config" in found[0] and "layernorm_device_operation.cpp" in found[0], found

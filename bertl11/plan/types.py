@@ -59,6 +59,12 @@ class Placement:
     dtype: str
     shard_shape: tuple[int, int] | None = None
 
+    @property
+    def memory(self) -> tuple[str, str, tuple[int, int] | None]:
+        """What ttnn's MemoryConfig compares: layout, buffer and shard shape (the plan's grid and orientation are
+        the same for every sharded tensor); the dtype is not part of it."""
+        return self.layout, self.buffer, self.shard_shape
+
     def describe(self) -> str:
         if self.layout == INTERLEAVED:
             return f"{self.buffer} {self.dtype}"
