@@ -109,9 +109,13 @@ class Card:
         runs = self.seed_runs
         if runs is None:
             return f"{self.title}: untested on a card (the seed never ran on a {self.arch_title})"
-        others = [c for c in TT_CONFIGS if c not in runs.configs]
-        untested = f"; untested on a card: {', '.join(others)} and other batches" if others else "; other batches untested on a card"
-        return f"{self.title}: the seed ran {', '.join(runs.configs)} at batch {runs.batches[0]}-{runs.batches[1]}{untested}"
+        first, last = runs.batches
+        untested = [", ".join(c for c in TT_CONFIGS if c not in runs.configs)]
+        if runs.batches != self.batch_range:
+            untested.append(f"batches outside {first}-{last}")
+        untested = " and ".join(u for u in untested if u)
+        return (f"{self.title}: the seed ran {', '.join(runs.configs)} at batch {first}-{last}"
+                + (f"; untested on a card: {untested}" if untested else ""))
 
     @property
     def arch_title(self) -> str:

@@ -1,5 +1,6 @@
 """The sharding plan: derived configs equal the seed's, invalid combinations are refused with a reason."""
 
+import json
 from dataclasses import replace
 
 import pytest
@@ -7,6 +8,7 @@ import pytest
 from bertl11.cards import CARDS
 from bertl11.cli import main
 from bertl11.config import TT_CONFIGS
+from bertl11.ops import ENCODER_OPS, OPS
 from bertl11.plan import MULTICAST, REUSE, EncoderShape, PlanError, make_plan, out_subblock, problems
 
 # The seed's tt/model_config.py, BFLOAT8_B-SHARDED at batch 12 (docs/sources.md section 1):
@@ -148,9 +150,9 @@ def test_every_declared_plan_passes_the_ported_rules():
 
 def minilm_shape() -> EncoderShape:
     """MiniLM's encoder (12 heads of 32, hidden 384): its head size puts one tile column per head on attention.V."""
-    from bertl11.sources import resolve_model
+    from bertl11.sources import model_shape
 
-    return EncoderShape.from_bert(resolve_model("minilm").shape)
+    return EncoderShape.from_bert(model_shape("minilm"))
 
 
 def test_batched_matmul_subblock_divides_the_rows_of_one_matrix():
@@ -206,3 +208,50 @@ def test_sharded_layernorm_needs_the_residual_in_the_inputs_memory_config():
         moved = replace(plan, ops={**plan.ops, residual: replace(plan.ops[residual], output=narrower)})
         found = [p for p in problems(moved) if p.startswith(op)]
         assert len(found) == 1 and "the same memory config" in found[0] and "layernorm_device_operation.cpp" in found[0], found
+
+
+def plan_json(capsys, *arguments) -> dict:
+    assert main(["plan", *arguments, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_cli_plans_any_bert_as_json(capsys):
+    """`bertl11 plan --model minilm --json`: MiniLM's plan, each op under its name in ops.OPS with its program config
+    under ttnn's names; attention.V's subblock divides the rows of one matrix (the D1 rule)."""
+    data = plan_json(capsys, "--model", "minilm", "--card", "n150", "--batch", "8", "--config", "BFLOAT8_B-L1")
+    assert data["shape"] == {"seq": 384, "hidden": 384, "heads": 12, "intermediate": 1536}
+    ops = {op["op"]: op for op in data["ops"]}
+    assert list(ops) == list(ENCODER_OPS) and set(ops) <= set(OPS)
+    attention_v = ops["attention_v"]["program_config"]
+    assert attention_v["class"] == "MatmulMultiCoreReuseProgramConfig"
+    assert (data["shape"]["seq"] // 32) % attention_v["out_subblock_h"] == 0
+    assert attention_v["per_core_M"] % attention_v["out_subblock_h"] == 0
+    # Grids are [rows, columns]; ttnn's CoreCoord is (x = column, y = row).
+    x, y = ops["qkv"]["program_config"]["compute_with_storage_grid_size"]["CoreCoord"]
+    assert data["grid"] == [y, x] == [8, 6] and data["card_grid"] == [8, 8]
+    assert data["untested_on_a_card"].startswith("untested on a card")
+
+
+def test_cli_json_grid_is_rows_then_columns(capsys):
+    data = plan_json(capsys, "--card", "e150", "--batch", "12")  # batch along x: 12 columns of 8 hidden groups
+    assert data["grid"] == [8, 12] and data["card_grid"] == [9, 12] and data["untested_on_a_card"] is None
+    qkv = next(op for op in data["ops"] if op["op"] == "qkv")["program_config"]
+    assert {"per_core_M", "per_core_N", "in0_block_w", "out_subblock_h", "out_subblock_w", "transpose_mcast"} <= set(qkv)
+    assert qkv["compute_with_storage_grid_size"] == {"CoreCoord": [12, 8]}
+
+
+def test_cli_plan_reads_only_the_models_config(tmp_path, capsys):
+    """A directory with a BERT config.json and no weights is enough for a plan."""
+    (tmp_path / "config.json").write_text(json.dumps({
+        "model_type": "bert", "vocab_size": 30522, "hidden_size": 512, "num_hidden_layers": 4, "num_attention_heads": 16,
+        "intermediate_size": 2048, "max_position_embeddings": 512, "type_vocab_size": 2, "hidden_act": "gelu"}))
+    data = plan_json(capsys, "--model", str(tmp_path), "--card", "n150", "--batch", "8", "--config", "BFLOAT8_B-SHARDED")
+    assert data["shape"]["hidden"] == 512 and data["hidden_groups"] == 8
+
+
+def test_cli_n300_batch_8_gets_the_8x8_grid(capsys):
+    assert main(["plan", "--card", "n300", "--batch", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "grid 8x8 of 8x8" in out and "untested on a card" not in out
+    assert main(["plan", "--card", "n300", "--batch", "8", "--config", "BFLOAT8_B-L1"]) == 0
+    assert "untested on a card: the seed ran Wormhole with BFLOAT8_B-SHARDED at batch 2-8 only" in capsys.readouterr().out

@@ -4,6 +4,7 @@ ttnn takes, and the `Plan` that holds them for one card, batch and run config.""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from ..cards import COL_MAJOR, DEST_TILES_FP32_ACC, DEST_TILES_HALF_SYNC, Card
 from ..config import SHARDED, BertShape, RunConfig
@@ -86,6 +87,20 @@ class MatmulProgram:
     transpose_mcast: bool = False
     fused_activation: str | None = None
 
+    def ttnn_config(self) -> tuple[str, dict]:
+        """ttnn's class name and keyword arguments, in plain data (`backends/ttnn/program_configs.py` builds it)."""
+        fields = {
+            "compute_with_storage_grid_size": {"CoreCoord": list(self.grid)}, "in0_block_w": self.in0_block_w,
+            "out_subblock_h": self.out_subblock_h, "out_subblock_w": self.out_subblock_w,
+            "per_core_M": self.per_core_M, "per_core_N": self.per_core_N,
+        }
+        if self.kind != MULTICAST:
+            return "MatmulMultiCoreReuseProgramConfig", fields
+        # The seed fuses GELU in its fast approximate form: (UnaryOpType.GELU, True).
+        activation = {"UnaryWithParam": ["GELU", 1.0]} if self.fused_activation == "gelu" else None
+        return "MatmulMultiCoreReuseMultiCastProgramConfig", {**fields, "transpose_mcast": self.transpose_mcast,
+                                                              "fused_activation": activation}
+
     def describe(self) -> str:
         act = f", fused {self.fused_activation}" if self.fused_activation else ""
         mcast = ", transpose_mcast" if self.transpose_mcast else ""
@@ -104,6 +119,11 @@ class _RowBlockProgram:
     block_h: int
     block_w: int
 
+    def ttnn_config(self) -> tuple[str, dict]:
+        """ttnn's class name and keyword arguments, in plain data."""
+        return self.ttnn_class, {"compute_with_storage_grid_size": {"CoreCoord": list(self.grid)}, "subblock_w": self.subblock_w,
+                                 "block_h": self.block_h, "block_w": self.block_w}
+
     def describe(self) -> str:
         return f"Sharded subblock_w={self.subblock_w} block={self.block_h}x{self.block_w}"
 
@@ -112,12 +132,19 @@ class _RowBlockProgram:
 class SoftmaxProgram(_RowBlockProgram):
     """ttnn.SoftmaxShardedMultiCoreProgramConfig."""
 
+    ttnn_class: ClassVar[str] = "SoftmaxShardedMultiCoreProgramConfig"
+
 
 @dataclass(frozen=True)
 class LayerNormProgram(_RowBlockProgram):
     """ttnn.LayerNormShardedMultiCoreProgramConfig."""
 
+    ttnn_class: ClassVar[str] = "LayerNormShardedMultiCoreProgramConfig"
     inplace: bool = True
+
+    def ttnn_config(self) -> tuple[str, dict]:
+        name, fields = super().ttnn_config()
+        return name, {**fields, "inplace": self.inplace}
 
     def describe(self) -> str:
         return super().describe() + (" inplace" if self.inplace else "")
