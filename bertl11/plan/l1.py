@@ -8,7 +8,9 @@ from dataclasses import replace
 from ..config import BFLOAT8_B, BFLOAT16, DRAM, FLOAT32, L1, SHARDED
 from ..ops import BATCHED_MATMUL, ENCODER, ENCODER_OPS, LAYER_INPUT, LAYERNORM, LINEAR, OPS, SOFTMAX
 from .derive import k_tiles, largest_divisor, output_elements, output_placement, tiles
-from .types import INTERLEAVED, MULTICAST, REUSE, TILE, LayerNormProgram, MatmulProgram, Placement, Plan, SoftmaxProgram
+from .types import (
+    INTERLEAVED, LAYER_INPUT_WRITER, MULTICAST, REUSE, TILE, LayerNormProgram, MatmulProgram, Placement, Plan, SoftmaxProgram,
+)
 
 # Bytes per 32x32 tile (tt_metal tile_size): bf16 2 B/value; bfp8 1 B/value + 64 shared exponents.
 TILE_BYTES = {FLOAT32: 4096, BFLOAT16: 2048, BFLOAT8_B: 1088}
@@ -86,7 +88,8 @@ def l1_per_op(plan: Plan, placements: dict[str, Placement]) -> dict[str, int]:
     written in place) + the op's circular buffers."""
     dims = output_elements(plan.shape, plan.batch)
     dims[LAYER_INPUT] = dims["self_output"]
-    layer_input = replace(placements["attention_add_layernorm"], dtype=plan.config.dtype_of("qkv_input"))
+    # The layer's input is the previous layer's last output (the first layer's: the embeddings', in its dtype).
+    layer_input = replace(placements[LAYER_INPUT_WRITER], dtype=plan.config.dtype_of("qkv_input"))
     placements = {**placements, LAYER_INPUT: layer_input}
     seq_t, hidden_t = plan.shape.seq // TILE, plan.shape.hidden // TILE
     usage = {}
@@ -120,7 +123,8 @@ def fit_l1(plan: Plan) -> tuple[Plan, dict[str, Placement], dict[str, int]]:
         over = [op for op in ENCODER_OPS if usage[op] > plan.card.l1_free_bytes]
         if not over:
             return plan, placements, usage
-        live_in_overflow = {t for op in over for t in (*OPS[op].inputs, *OPS[op].held, op)}
+        live = {t for op in over for t in (*OPS[op].inputs, *OPS[op].held, op)}
+        live_in_overflow = {LAYER_INPUT_WRITER if t == LAYER_INPUT else t for t in live}
         spill = next((op for op in spill_order if placements[op].buffer == L1 and op in live_in_overflow), None)
         if spill is not None:
             placements[spill] = replace(placements[spill], buffer=DRAM)

@@ -4,7 +4,7 @@ checks ttnn's device operations make before they accept a program config, ported
 from __future__ import annotations
 
 from ..cards import COL_MAJOR
-from ..ops import LAYER_INPUT, OPS
+from ..ops import OPS
 from .derive import k_tiles, output_elements, tiles
 from .types import BLOCK_SHARDED, MULTICAST, TILE, LayerNormProgram, MatmulProgram, Placement, Plan, SoftmaxProgram
 
@@ -63,11 +63,6 @@ SPLIT_HEADS_FACTORY = ("experimental/transformer/split_query_key_value_and_split
 SPLIT_HEADS_PER_CORE = 2
 
 
-def _placement(plan: Plan, tensor: str) -> Placement:
-    """Where a tensor of the dataflow lives; the layer's input is the previous layer's last output."""
-    return plan.ops["ffn_add_layernorm" if tensor == LAYER_INPUT else tensor].output
-
-
 def _shard_tiles(placement: Placement) -> tuple[int, int]:
     return placement.shard_shape[0] // TILE, placement.shard_shape[1] // TILE
 
@@ -75,7 +70,7 @@ def _shard_tiles(placement: Placement) -> tuple[int, int]:
 def _matmul_problems(plan: Plan, name: str, prog: MatmulProgram) -> list[str]:
     """MatmulMultiCoreReuseMultiCastProgramConfig (the linears) and MatmulMultiCoreReuseProgramConfig (attention)."""
     found, s, spec = [], plan.shape, OPS[name]
-    source = _placement(plan, spec.inputs[0])
+    source = plan.placement(spec.inputs[0])
     if prog.kind == MULTICAST:
         if plan.sharded:
             shard_rows, shard_cols = _shard_tiles(source)
@@ -151,7 +146,7 @@ def _residual_problems(plan: Plan, name: str) -> list[str]:
     """A sharded add+layernorm reads its residual (`residual_input_tensor`: the linear before it) beside its input
     (the layer's input, written over in place): both sharded alike, the same memory config."""
     residual, layer_input = OPS[name].inputs
-    b, a = _placement(plan, residual), _placement(plan, layer_input)
+    b, a = plan.placement(residual), plan.placement(layer_input)
     if b.memory != a.memory:
         return [f"{name}: its residual ({residual}, {b.describe()}) must have the same memory config as its input "
                 f"({a.describe()}): sharded with the same shard spec ({LAYERNORM_VALIDATION})"]

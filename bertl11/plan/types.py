@@ -9,10 +9,13 @@ from typing import ClassVar
 from ..cards import COL_MAJOR, DEST_TILES_FP32_ACC, DEST_TILES_HALF_SYNC, Card
 from ..config import SHARDED, BertShape, RunConfig
 from ..errors import UserError
+from ..ops import LAYER_INPUT
 
 TILE = 32
 
 INTERLEAVED, BLOCK_SHARDED, HEIGHT_SHARDED = "INTERLEAVED", "BLOCK_SHARDED", "HEIGHT_SHARDED"
+# The op whose output is the next layer's input (the first layer's comes from the embeddings, placed alike).
+LAYER_INPUT_WRITER = "ffn_add_layernorm"
 MULTICAST, REUSE = "MultiCast", "Reuse"
 
 
@@ -186,6 +189,10 @@ class Plan:
     def qkv_groups(self) -> int:
         """How many groups the fused QKV weight's columns are interleaved in (1: plain [q | k | v])."""
         return self.groups if self.sharded else 1
+
+    def placement(self, tensor: str) -> Placement:
+        """Where a tensor of the dataflow (`ops.OpSpec.inputs`) lives: its op's output placement."""
+        return self.ops[LAYER_INPUT_WRITER if tensor == LAYER_INPUT else tensor].output
 
     def core(self, batch_row: int, group: int) -> tuple[int, int]:
         """The (x, y) core holding this sequence's hidden slice `group`."""
