@@ -55,8 +55,9 @@ def run(args) -> int:
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     options.apply_threads(args)
+    options.apply_watcher(args)
     result = run_demo(inputs, model_name, args.config, args.device, args.batch, args.card, warnings, args.cache_dir, args.fast,
-                      trace, mesh)
+                      trace, mesh, notice=lambda line: print(f"warning: {line}", file=sys.stderr, flush=True))
     if args.json:
         print(json.dumps({**asdict(result), "throughput": result.throughput}, indent=2))
     else:
