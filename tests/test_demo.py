@@ -120,7 +120,7 @@ def test_unknown_fields_warn_but_run(tmp_path, capsys):
     (["--config", "BFLOAT4"], ["unknown config", "BFLOAT8_B-SHARDED"]),
     (["--batch", "0"], ["at least 1"]),
     (["--device", "tt", "--card", "e150", "--batch", "13"], ["Grayskull e150", "2-12"]),
-    (["--device", "tt", "--card", "n300", "--batch", "8"], ["n300", "2-7"]),
+    (["--device", "tt", "--card", "n300", "--batch", "9"], ["n300", "2-8"]),
 ])
 def test_bad_options_are_one_line_and_exit_2(capsys, argv, words):
     args = ["demo", "--config", "FLOAT32", *argv] if "--config" not in argv else ["demo", *argv]

@@ -28,7 +28,8 @@ def shorten(text: str, width: int = CONTEXT_PREVIEW) -> str:
     return text if len(text) <= width else text[: width - 3].rstrip() + "..."
 
 
-def print_report(result: DemoResult, out=sys.stdout) -> None:
+def print_report(result: DemoResult, out=None) -> None:
+    out = out or sys.stdout  # looked up at the call: a default bound at import would outlive a redirected stdout
     for row in result.answers:
         answer = row["answer"] or "no answer"
         print(f"[{row['index'] + 1}/{result.batch}] question: {row['question']}", file=out)
