@@ -123,7 +123,7 @@ def add_tt_options(parser: argparse.ArgumentParser, *, trace: bool | None) -> No
 
 
 def tt_settings(args: argparse.Namespace) -> tuple[bool, tuple[int, int]]:
-    """(trace, mesh) for the model options: the command's defaults on tt; asking for either elsewhere is refused."""
+    """(trace, mesh) for the model options: the command's defaults on tt; --trace, --mesh or --watcher elsewhere is refused."""
     trace, mesh, watcher = getattr(args, "trace", None), getattr(args, "mesh", None), getattr(args, "watcher", False)
     if args.device != "tt":
         if trace or mesh or watcher:
