@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from .errors import UserError
 from .files import read_json
@@ -87,17 +88,25 @@ class DemoResult:
 
 def run_demo(inputs: list[QAInput], model_name: str, config: str, device: str, batch: int, card: str | None = None,
              warnings: list[str] | None = None, cache_dir: Path | None = None, fast: bool = False, trace: bool = False,
-             mesh: tuple[int, int] = (1, 1), progress: bool = False) -> DemoResult:
+             mesh: tuple[int, int] = (1, 1), progress: bool = False,
+             notice: Callable[[str], None] | None = None) -> DemoResult:
     """Answer `inputs` in one batch, twice (a first and a cached run), with the seed's timings. `progress`: a bar
-    per run (BERT-large on a CPU takes minutes)."""
+    per run (BERT-large on a CPU takes minutes). notice: told, in one line before the batch runs, what the card
+    opened has never run (`Card.untested`); the line is kept in the result's warnings too."""
     from .runtime import QAModel
     from .squad.pipeline import run_pipeline
     from .squad.postprocess import SpanSearch
 
     chips = mesh[0] * mesh[1]
+    warnings = list(warnings or [])
     with QAModel.load(model_name, config=config, device=device, cache_dir=cache_dir, fast=fast, trace=trace, mesh=mesh) as model:
         opened = model.ops.card  # the card ttnn opened, when no --card was given
         check_batch(batch // chips, device, card or (opened.name if opened is not None else None))  # per chip
+        untested = opened.untested(config, batch // chips) if opened is not None else None
+        if untested:
+            warnings.append(untested)
+            if notice is not None:
+                notice(untested)
         # Two passes: the first includes any compile / program-cache fill, the second is the cached run.
         run = run_pipeline(model, [item.question for item in inputs], [item.context for item in inputs], batch_size=batch,
                            search=SpanSearch(handle_impossible_answer=True), model_runs=2, progress=progress)
@@ -115,7 +124,7 @@ def run_demo(inputs: list[QAInput], model_name: str, config: str, device: str, b
     cache = "hit" if report.cache_hit else "miss"
     if report.detail:
         cache += f" ({report.detail})"
-    return DemoResult(model.source.name, config, device, batch, rows, timings, cache, len(run.windows), list(warnings or []))
+    return DemoResult(model.source.name, config, device, batch, rows, timings, cache, len(run.windows), warnings)
 
 
 __all__ = ["DemoResult", "QAInput", "read_inputs", "validate_inputs", "run_demo", "check_batch"]

@@ -10,7 +10,7 @@ for BERT-large (B batch, S=384 sequence, H=1024 hidden, N=16 heads, D=64 head si
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Protocol
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Protocol
 
 Tensor = Any  # the backend's tensor type
 
@@ -141,6 +141,13 @@ class Backend(Protocol):
         """The whole `model` (`model.bert_qa`, written against this interface) on one batch, op by op; a backend
         that replays a captured graph (ttnn's traces) overrides it."""
         return model(self, params, input_ids, token_type_ids, attention_mask, shape)
+
+    def forward_stream(self, model: Callable, params, batches: Iterable[tuple[Tensor, Tensor, Tensor]],
+                       shape) -> Iterator[tuple[Tensor, Tensor]]:
+        """Start and end logits of each (input_ids, token_type_ids, attention_mask) batch, in order. A backend that
+        overlaps batches (ttnn's traced forward reads each batch's logits while the next one runs) overrides it."""
+        for input_ids, token_type_ids, attention_mask in batches:
+            yield self.forward(model, params, input_ids, token_type_ids, attention_mask, shape)
 
     def embeddings(self, input_ids: Tensor, token_type_ids: Tensor, p) -> Tensor:
         """word + token type + position embeddings, then layernorm: ids [B, S] -> [B, S, H]."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import torch
 
@@ -100,6 +101,15 @@ class QAModel:
             self.shape,
         )
         return start.float().cpu(), end.float().cpu()
+
+    def stream(self, batches: Iterable[tuple]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(start, end) for each (input_ids, token_type_ids, attention_mask), in order, as float32 CPU tensors; a
+        backend may run the next batch while the host receives one (`Backend.forward_stream`)."""
+        device = self.ops.torch_device
+        on_device = (tuple(t.to(device) for t in batch) for batch in batches)
+        with torch.inference_mode():
+            for start, end in self.ops.forward_stream(bert_qa, self.params, on_device, self.shape):
+                yield start.float().cpu(), end.float().cpu()
 
 
 def require_visible(device: str) -> None:

@@ -1,7 +1,7 @@
 """Where model weights come from: the `--model` option, and which model runs when none is given.
 
 A `ModelSource` knows the model's shape, its tokenizer and a fingerprint without reading the weights;
-`state_dict()` reads them only when the weight cache misses.
+`state_dict()` reads them only when the weight cache misses. `model_shape` reads nothing but the config.
 
     phiyodr/bert-large-finetuned-squad2   an HF hub id (through the HF cache, `hub.py`; the default)
     /path/to/dir                          a local HF model + tokenizer directory
@@ -120,23 +120,33 @@ def _bert_config(**overrides):
     return BertConfig(vocab_size=30522, **overrides)
 
 
+def _tiny_config():
+    return _bert_config(hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=512)
+
+
+def _large_config(num_layers: int):
+    return _bert_config(hidden_size=1024, num_hidden_layers=num_layers, num_attention_heads=16, intermediate_size=4096)
+
+
+def _minilm_config():
+    from transformers import BertConfig
+
+    return BertConfig.from_pretrained(str(packaged.minilm_dir()))
+
+
 def _tiny() -> ModelSource:
-    config = _bert_config(hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=512)
-    return _generated("tiny", config)
+    return _generated("tiny", _tiny_config())
 
 
 def _large_random(num_layers: int = 24) -> ModelSource:
-    config = _bert_config(hidden_size=1024, num_hidden_layers=num_layers, num_attention_heads=16, intermediate_size=4096)
     name = "large-random" if num_layers == 24 else f"large-random-{num_layers}"
-    return _generated(name, config)
+    return _generated(name, _large_config(num_layers))
 
 
 def _minilm() -> ModelSource:
     """The pretrained MiniLM encoder with a QA head drawn from the same seed every time."""
-    from transformers import BertConfig
-
     directory = packaged.minilm_dir()
-    config = BertConfig.from_pretrained(str(directory))
+    config = _minilm_config()
 
     def load():
         qa = _seeded_qa_model(config).state_dict()
@@ -152,32 +162,31 @@ def _minilm() -> ModelSource:
 
 def _minilm_squad2() -> ModelSource:
     """The shipped fine-tuned MiniLM: the PyPI base + the packaged delta, both verified by sha256."""
-    from transformers import BertConfig
-
     from . import shipped
 
     record = shipped.manifest()
-    config = BertConfig.from_pretrained(str(packaged.minilm_dir()))
+    config = _minilm_config()
     fingerprint = hashlib.sha256((record["base_sha256"] + record["delta_sha256"]).encode()).hexdigest()
     return ModelSource(shipped.NAME, config, packaged.minilm_dir(), fingerprint, shipped.state_dict,
                        float(record["na_prob_threshold"]))
 
 
-def _read_config(path: Path):
-    """The HF config in a model directory, or a one-line `UserError`."""
+def _directory_config(path: Path):
+    """A model directory's config, refused in one line unless it is BERT's."""
     from transformers import AutoConfig
 
     if not (path / "config.json").is_file():
         raise UserError(f"model directory {path} has no config.json")
     try:
-        return AutoConfig.from_pretrained(str(path))
+        config = AutoConfig.from_pretrained(str(path))
     except (OSError, ValueError) as error:
         raise UserError(f"cannot read {path / 'config.json'}: {error}") from None
+    BertShape.from_hf(config)  # refuse non-BERT configs before anything else
+    return config
 
 
 def _from_directory(path: Path, name: str) -> ModelSource:
-    config = _read_config(path)
-    BertShape.from_hf(config)  # refuse non-BERT configs before anything else
+    config = _directory_config(path)
     weight_files = sorted(path.glob("*.safetensors")) or sorted(path.glob("pytorch_model*.bin"))
     if not weight_files:
         raise UserError(f"model directory {path} has no model.safetensors or pytorch_model.bin")
@@ -229,43 +238,61 @@ def default_model() -> tuple[str, str | None]:
     )
 
 
-def model_shape(spec: str) -> BertShape:
-    """A `--model` value's shapes from its config alone: a directory's or hub model's weights are neither read nor
-    fetched (`bertl11 estimate`); the built-in names as `resolve_model` makes them."""
+def _large_random_layers(spec: str) -> int:
+    """N of "large-random-N": BERT-large shapes with fewer layers, for parity work."""
+    layers = spec.removeprefix("large-random-")
+    if not layers.isdigit() or not 1 <= int(layers) <= 24:
+        raise UserError(f"{spec!r}: large-random-N takes N from 1 to 24")
+    return int(layers)
+
+
+def _model_directory(spec: str) -> Path | None:
+    """The local directory a `--model` value names, None if it names none (a hub id, a built-in name)."""
     path = Path(spec).expanduser()
-    if path.is_dir():
-        return BertShape.from_hf(_read_config(path))
-    if _is_hub_id(spec) and not path.exists():
-        return BertShape.from_hf(_read_config(_hub_snapshot(spec, weights=False)))
-    return resolve_model(spec).shape
+    if not (path.exists() or spec.startswith((".", "/", "~"))):
+        return None
+    if not path.is_dir():
+        raise UserError(f"model directory {spec!r} does not exist or is not a directory")
+    return path
 
 
-def _is_hub_id(spec: str) -> bool:
-    return spec.count("/") == 1 and all(spec.split("/")) and not spec.startswith((".", "/", "~"))
+def _hub_id(spec: str) -> str:
+    if spec.count("/") == 1 and all(spec.split("/")):
+        return spec
+    raise UserError(
+        f"unknown model {spec!r}; use an HF hub id (e.g. {DEFAULT_MODEL}), a local directory, or one of {', '.join(OFFLINE_MODELS)}"
+    )
+
+
+# The built-in models by name: (their config, their source).
+BUILT_IN_MODELS = {
+    "tiny": (_tiny_config, _tiny),
+    "minilm": (_minilm_config, _minilm),
+    "minilm-squad2": (_minilm_config, _minilm_squad2),
+    "large-random": (lambda: _large_config(24), _large_random),
+}
 
 
 def resolve_model(spec: str) -> ModelSource:
     """Turn a `--model` value into a source, or raise a one-line `UserError`."""
-    if spec == "tiny":
-        return _tiny()
-    if spec == "minilm":
-        return _minilm()
-    if spec == "minilm-squad2":
-        return _minilm_squad2()
-    if spec == "large-random":
-        return _large_random()
-    if spec.startswith("large-random-"):  # BERT-large shapes with fewer layers, for parity work
-        layers = spec.removeprefix("large-random-")
-        if not layers.isdigit() or not 1 <= int(layers) <= 24:
-            raise UserError(f"{spec!r}: large-random-N takes N from 1 to 24")
-        return _large_random(int(layers))
-    path = Path(spec).expanduser()
-    if path.exists() or spec.startswith((".", "/", "~")):
-        if not path.is_dir():
-            raise UserError(f"model directory {spec!r} does not exist or is not a directory")
+    if spec in BUILT_IN_MODELS:
+        return BUILT_IN_MODELS[spec][1]()
+    if spec.startswith("large-random-"):
+        return _large_random(_large_random_layers(spec))
+    path = _model_directory(spec)
+    if path is not None:
         return _from_directory(path, spec)
-    if _is_hub_id(spec):
-        return _from_hub(spec)
-    raise UserError(
-        f"unknown model {spec!r}; use an HF hub id (e.g. {DEFAULT_MODEL}), a local directory, or one of {', '.join(OFFLINE_MODELS)}"
-    )
+    return _from_hub(_hub_id(spec))
+
+
+def model_shape(spec: str) -> BertShape:
+    """The shape of a `--model` value, reading only its config (no weights, no tokenizer, nothing fetched but the
+    config): what a plan or an estimate needs."""
+    if spec in BUILT_IN_MODELS:
+        config = BUILT_IN_MODELS[spec][0]()
+    elif spec.startswith("large-random-"):
+        config = _large_config(_large_random_layers(spec))
+    else:
+        path = _model_directory(spec)
+        config = _directory_config(path if path is not None else _hub_snapshot(_hub_id(spec), weights=False))
+    return BertShape.from_hf(config)

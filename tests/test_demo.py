@@ -121,7 +121,7 @@ def test_unknown_fields_warn_but_run(tmp_path, capsys):
     (["--config", "BFLOAT4"], ["unknown config", "BFLOAT8_B-SHARDED"]),
     (["--batch", "0"], ["at least 1"]),
     (["--device", "tt", "--card", "e150", "--batch", "13"], ["Grayskull e150", "2-12"]),
-    (["--device", "tt", "--card", "n300", "--batch", "8"], ["n300", "2-7"]),
+    (["--device", "tt", "--card", "n300", "--batch", "9"], ["n300", "2-8"]),
 ])
 def test_bad_options_are_one_line_and_exit_2(capsys, argv, words):
     args = ["demo", "--config", "FLOAT32", *argv] if "--config" not in argv else ["demo", *argv]
@@ -185,5 +185,56 @@ def test_tt_batch_limit_comes_from_the_opened_card(monkeypatch):
         return model
 
     monkeypatch.setattr(QAModel, "load", load_on_n300)
-    with pytest.raises(UserError, match="n300.*2-7, not 8"):
-        run_demo([QAInput(GOOD["context"], GOOD["question"])] * 8, "tiny", "FLOAT32", "tt", batch=8)
+    with pytest.raises(UserError, match="n300.*2-8, not 9"):
+        run_demo([QAInput(GOOD["context"], GOOD["question"])] * 9, "tiny", "FLOAT32", "tt", batch=9)
+
+
+def pose_as_a_card(monkeypatch, card: str, seen: dict):
+    """QAModel.load on the CPU posing as a model on `card`; `seen` gets the watcher variable as it was at the load."""
+    from bertl11.cards import get_card
+    from bertl11.runtime import QAModel
+
+    load = QAModel.load
+
+    def load_on_card(*args, **kwargs):
+        seen["watcher"] = os.environ.get("TT_METAL_WATCHER")
+        model = load(*args, **{**kwargs, "device": "cpu", "trace": False, "mesh": (1, 1)})
+        model.ops.card = get_card(card)
+        return model
+
+    monkeypatch.setattr(QAModel, "load", load_on_card)
+
+
+def test_tt_demo_says_in_one_line_before_it_starts_what_is_untested_on_the_card(monkeypatch, tmp_path, capsys):
+    """The seed ran Wormhole with BFLOAT8_B-SHARDED only: an interleaved config there is untested on a card, and
+    `demo --device tt` says so in one line before the batch runs; --watcher turns tt-metal's watcher on first."""
+    import bertl11.squad.pipeline as pipeline
+
+    monkeypatch.delenv("TT_METAL_WATCHER", raising=False)
+    seen = {}
+    pose_as_a_card(monkeypatch, "n150", seen)
+    run_pipeline = pipeline.run_pipeline
+
+    def run_after_the_warning(*args, **kwargs):
+        seen["stderr before the run"] = capsys.readouterr().err
+        return run_pipeline(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "run_pipeline", run_after_the_warning)
+    path = write(tmp_path, [GOOD] * 2)
+    code = cli.main(["demo", "--device", "tt", "--watcher", "--model", "tiny", "--config", "BFLOAT8_B-L1", "--batch", "2",
+                     "--input", str(path)])
+    assert code == 0
+    assert seen["stderr before the run"].splitlines() == [
+        "warning: untested on a card: the seed ran Wormhole with BFLOAT8_B-SHARDED at batch 2-8 only"]
+    assert seen["watcher"] and int(seen["watcher"]) > 0  # set before ttnn would have opened the card
+    monkeypatch.delenv("TT_METAL_WATCHER")
+    code = cli.main(["demo", "--device", "tt", "--model", "tiny", "--config", "BFLOAT8_B-SHARDED", "--batch", "2",
+                     "--input", str(path), "--json"])
+    assert code == 0 and seen["stderr before the run"] == "" and seen["watcher"] is None
+    assert json.loads(capsys.readouterr().out)["warnings"] == []
+
+
+def test_watcher_off_tt_is_refused_in_one_line(capsys):
+    assert cli.main(["demo", "--watcher", "--model", "tiny", "--config", "FLOAT32"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--watcher applies to --device tt, not --device cpu" in err

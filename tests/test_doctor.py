@@ -32,6 +32,10 @@ def test_doctor_reports_versions_cpu_cuda_kernels_and_cache(capsys):
     assert line(lines, "weight cache:").startswith(f"weight cache: {os.environ['BERTL11_CACHE']} ($BERTL11_CACHE")
     for name in RUN_CONFIGS:
         assert line(lines, f"GEMM {name} on cpu:")
+    # What the seed never ran on Wormhole or Blackhole is marked (the interleaved configs, other batches, Blackhole).
+    assert "untested on a card: BFLOAT8_B-DRAM" in line(lines, "Tenstorrent Wormhole n150:")
+    assert "untested on a card: BFLOAT8_B-DRAM" in line(lines, "Tenstorrent Wormhole n300")
+    assert line(lines, "Tenstorrent Blackhole p150:").endswith("untested on a card (the seed never ran on a Blackhole)")
 
 
 @pytest.mark.parametrize("gemm, int8", [("float32", "none"), ("bfloat16", "fbgemm"), ("float32", "int_mm")])

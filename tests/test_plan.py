@@ -1,5 +1,6 @@
 """The sharding plan: derived configs equal the seed's, invalid combinations are refused with a reason."""
 
+import json
 from dataclasses import replace
 
 import pytest
@@ -7,6 +8,7 @@ import pytest
 from bertl11.cards import CARDS
 from bertl11.cli import main
 from bertl11.config import TT_CONFIGS
+from bertl11.ops import ENCODER_OPS, OPS
 from bertl11.plan import MULTICAST, REUSE, EncoderShape, PlanError, make_plan, out_subblock, problems
 
 # The seed's tt/model_config.py, BFLOAT8_B-SHARDED at batch 12 (docs/sources.md section 1):
@@ -60,7 +62,7 @@ def test_subblock_rule():
     "card, batch, config, reason",
     [
         ("e150", 13, "BFLOAT8_B-SHARDED", "compute grid is 12x9"),
-        ("n300", 8, "BFLOAT8_B-SHARDED", "compute grid is 8x7"),
+        ("n300", 9, "BFLOAT8_B-SHARDED", "compute grid is 8x8"),
         ("e150", 1, "BFLOAT8_B-SHARDED", "runs batch 2-12"),
         ("n150", 8, "FLOAT32", "torch-only"),
     ],
@@ -144,3 +146,112 @@ def test_every_declared_plan_passes_the_ported_rules():
         for batch in card.batches():
             for config in TT_CONFIGS:
                 make_plan(card, batch, config)
+
+
+def minilm_shape() -> EncoderShape:
+    """MiniLM's encoder (12 heads of 32, hidden 384): its head size puts one tile column per head on attention.V."""
+    from bertl11.sources import model_shape
+
+    return EncoderShape.from_bert(model_shape("minilm"))
+
+
+def test_batched_matmul_subblock_divides_the_rows_of_one_matrix():
+    """ttnn's Reuse program for a batched matmul (batch on both operands) requires out_subblock_h to divide M, the
+    rows of one matrix of the batch in tiles (S/32), not only per_core_M (matmul_device_operation.cpp). MiniLM's
+    attention.V block is 24x1 tiles (2 heads x 12 rows): 8x1 divides the block but not M = 12."""
+    shape = minilm_shape()
+    plan = make_plan("n150", 8, "BFLOAT8_B-L1", shape)
+    rows_of_one_matrix = shape.seq // 32
+    for op in ("q_kt", "attention_v"):
+        program = plan.ops[op].program
+        assert rows_of_one_matrix % program.out_subblock_h == 0 and program.per_core_M % program.out_subblock_h == 0
+    old = _with_program(plan, "attention_v", out_subblock_h=8)
+    refused = [p for p in problems(old) if p.startswith("attention_v")]
+    assert refused == [f"attention_v: out_subblock_h (8) needs to divide M ({rows_of_one_matrix}) evenly, the rows of one "
+                       "matrix of the batch in tiles (matmul/device/matmul_device_operation.cpp)"]
+
+
+# Bytes per tile (tt_metal tile_size) and the factory's double buffering (MCAST_INPUT_BUFFERING_DEPTH).
+BFP8_TILE, BF16_TILE, DOUBLE = 1088, 2048, 2
+
+
+def test_l1_counts_the_matmul_intermediate_buffer():
+    """The 2D multicast factory (matmul_multicore_reuse_mcast_2d_program_factory.cpp) accumulates in L1
+    (packer_l1_acc, ttnn's default unless the output is float32) when there is a bias and more than one K block;
+    the partials are Float16_b, so beside a BFLOAT8_B output it allocates an intermediate buffer of per_core_M x
+    per_core_N tiles of its own. The QKV of BFLOAT8_B-SHARDED on an n150, batch 8, buffer by buffer:"""
+    plan = make_plan("n150", 8, "BFLOAT8_B-SHARDED")
+    qkv = plan.ops["qkv"].program
+    shard_k = 1024 // 32 // plan.groups  # the hidden tiles a core holds of its sequence
+    assert (1024 // 32) // qkv.in0_block_w > 1  # K blocks: the partials accumulate in L1
+    expected = {
+        "layer input shard": 12 * shard_k * BFP8_TILE,
+        "output shard": qkv.per_core_M * qkv.per_core_N * BFP8_TILE,
+        "in0 (multicast receive)": qkv.per_core_M * qkv.in0_block_w * DOUBLE * BFP8_TILE,
+        "in1 (weights)": qkv.per_core_N * qkv.in0_block_w * DOUBLE * BFP8_TILE,
+        "bias": qkv.per_core_N * BFP8_TILE,
+        "intermediate (Float16_b)": qkv.per_core_M * qkv.per_core_N * BF16_TILE,
+    }
+    assert plan.ops["qkv"].l1_bytes == sum(expected.values())
+    # A bfloat16 output shares its buffer with the partials: no intermediate buffer of its own.
+    bf16 = make_plan("n150", 8, "BFLOAT16-L1")
+    ff2 = bf16.ops["ff2"]
+    assert ff2.output.dtype == "bfloat16" and ff2.l1_bytes <= bf16.card.l1_free_bytes
+
+
+def test_sharded_layernorm_needs_the_residual_in_the_inputs_memory_config():
+    """layernorm_device_operation.cpp: with a sharded input, the residual must be sharded with the same shard spec
+    and memory config. The plan places both from one rule; a placement that differs is refused in one line."""
+    plan = make_plan("n150", 8, "BFLOAT8_B-SHARDED")
+    for op, residual in (("attention_add_layernorm", "self_output"), ("ffn_add_layernorm", "ff2")):
+        narrower = replace(plan.ops[residual].output, shard_shape=(384, 64))
+        moved = replace(plan, ops={**plan.ops, residual: replace(plan.ops[residual], output=narrower)})
+        found = [p for p in problems(moved) if p.startswith(op)]
+        assert len(found) == 1 and "the same memory config" in found[0] and "layernorm_device_operation.cpp" in found[0], found
+
+
+def plan_json(capsys, *arguments) -> dict:
+    assert main(["plan", *arguments, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_cli_plans_any_bert_as_json(capsys):
+    """`bertl11 plan --model minilm --json`: MiniLM's plan, each op under its name in ops.OPS with its program config
+    under ttnn's names; attention.V's subblock divides the rows of one matrix (the D1 rule)."""
+    data = plan_json(capsys, "--model", "minilm", "--card", "n150", "--batch", "8", "--config", "BFLOAT8_B-L1")
+    assert data["shape"] == {"seq": 384, "hidden": 384, "heads": 12, "intermediate": 1536}
+    ops = {op["op"]: op for op in data["ops"]}
+    assert list(ops) == list(ENCODER_OPS) and set(ops) <= set(OPS)
+    attention_v = ops["attention_v"]["program_config"]
+    assert attention_v["class"] == "MatmulMultiCoreReuseProgramConfig"
+    assert (data["shape"]["seq"] // 32) % attention_v["out_subblock_h"] == 0
+    assert attention_v["per_core_M"] % attention_v["out_subblock_h"] == 0
+    # Grids are [rows, columns]; ttnn's CoreCoord is (x = column, y = row).
+    x, y = ops["qkv"]["program_config"]["compute_with_storage_grid_size"]["CoreCoord"]
+    assert data["grid"] == [y, x] == [8, 6] and data["card_grid"] == [8, 8]
+    assert data["untested_on_a_card"].startswith("untested on a card")
+
+
+def test_cli_json_grid_is_rows_then_columns(capsys):
+    data = plan_json(capsys, "--card", "e150", "--batch", "12")  # batch along x: 12 columns of 8 hidden groups
+    assert data["grid"] == [8, 12] and data["card_grid"] == [9, 12] and data["untested_on_a_card"] is None
+    qkv = next(op for op in data["ops"] if op["op"] == "qkv")["program_config"]
+    assert {"per_core_M", "per_core_N", "in0_block_w", "out_subblock_h", "out_subblock_w", "transpose_mcast"} <= set(qkv)
+    assert qkv["compute_with_storage_grid_size"] == {"CoreCoord": [12, 8]}
+
+
+def test_cli_plan_reads_only_the_models_config(tmp_path, capsys):
+    """A directory with a BERT config.json and no weights is enough for a plan."""
+    (tmp_path / "config.json").write_text(json.dumps({
+        "model_type": "bert", "vocab_size": 30522, "hidden_size": 512, "num_hidden_layers": 4, "num_attention_heads": 16,
+        "intermediate_size": 2048, "max_position_embeddings": 512, "type_vocab_size": 2, "hidden_act": "gelu"}))
+    data = plan_json(capsys, "--model", str(tmp_path), "--card", "n150", "--batch", "8", "--config", "BFLOAT8_B-SHARDED")
+    assert data["shape"]["hidden"] == 512 and data["hidden_groups"] == 8
+
+
+def test_cli_n300_batch_8_gets_the_8x8_grid(capsys):
+    assert main(["plan", "--card", "n300", "--batch", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "grid 8x8 of 8x8" in out and "untested on a card" not in out
+    assert main(["plan", "--card", "n300", "--batch", "8", "--config", "BFLOAT8_B-L1"]) == 0
+    assert "untested on a card: the seed ran Wormhole with BFLOAT8_B-SHARDED at batch 2-8 only" in capsys.readouterr().out

@@ -29,7 +29,8 @@ def shorten(text: str, width: int = CONTEXT_PREVIEW) -> str:
     return text if len(text) <= width else text[: width - 3].rstrip() + "..."
 
 
-def print_report(result: DemoResult, out=sys.stdout) -> None:
+def print_report(result: DemoResult, out=None) -> None:
+    out = out or sys.stdout  # looked up at the call: a default bound at import would outlive a redirected stdout
     for row in result.answers:
         answer = row["answer"] or "no answer"
         print(f"[{row['index'] + 1}/{result.batch}] question: {row['question']}", file=out)
@@ -56,8 +57,10 @@ def run(args) -> int:
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     options.apply_threads(args)
+    options.apply_watcher(args)
     result = run_demo(inputs, model_name, args.config, args.device, args.batch, args.card, warnings, args.cache_dir, args.fast,
-                      trace, mesh, progress=sys.stderr.isatty())
+                      trace, mesh, progress=sys.stderr.isatty(),
+                      notice=lambda line: print(f"warning: {line}", file=sys.stderr, flush=True))
     if args.json:
         print(json.dumps({**asdict(result), "throughput": result.throughput}, indent=2))
     else:

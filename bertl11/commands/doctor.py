@@ -1,5 +1,6 @@
 """`bertl11 doctor`: what this machine runs, one line per fact: versions, the CPU and what the probe measured
-(`machine.probe`), CUDA devices, the GEMM each run configuration uses here and why, and the weight cache."""
+(`machine.probe`), CUDA devices, the GEMM each run configuration uses here and why, what has run on each Tenstorrent
+card and what is untested there, and the weight cache."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ def report_lines(cache_dir: Path | None = None) -> list[str]:
     from .. import __version__
     from ..backends.torch import FastTorchOps, TorchOps
     from ..cache import cache_root
+    from ..cards import CARDS
     from ..config import RUN_CONFIGS, BertShape
     from ..machine import PROBE_SHAPE, cpu_name, cuda_devices, package_version, probe
 
@@ -46,6 +48,7 @@ def report_lines(cache_dir: Path | None = None) -> list[str]:
             simulated = TorchOps(shape, run_config, device).kernel()
             fast = FastTorchOps(shape, run_config, device).kernel()
             lines.append(f"GEMM {name} on {device}: simulation {simulated}; --fast {fast}")
+    lines += [f"Tenstorrent {card.tested_text()}" for card in CARDS.values()]
     root, origin = cache_root(cache_dir)
     lines.append(f"weight cache: {root} ({ROOT_ORIGINS.get(origin, '$' + origin)}; "
                  f"{'exists' if root.is_dir() else 'not created yet'})")

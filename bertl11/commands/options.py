@@ -5,6 +5,7 @@
     --fast / --simulate               the torch backend's speed path or its per-op simulation of the config
     --card                            a Tenstorrent card, for its grid and batch limits
     --mesh --trace / --no-trace       --device tt: data parallel over a mesh of chips; the traced, 2-queue forward
+    --watcher                         --device tt: tt-metal's watcher on, for a first run on a card
     --data --limit --seed             SQuAD v2 questions, how many, and a seed
     --out --csv --json                where results go
     --rank-timeout                    under torchrun, how long ranks wait on each other (`distributed.Job`)
@@ -14,7 +15,7 @@ Choices and help come from the code's tables (`config.RUN_CONFIGS`, `config.DEVI
 checked where it is used (`config.get_run_config`), so a command may read its input file first.
 
 Nothing here imports torch: `bertl11 COMMAND --help` stays instant. The helpers at the end (`apply_threads`,
-`load_model`) turn parsed options into a loaded model, for the commands that run one.
+`apply_watcher`, `load_model`) turn parsed options into a loaded model, for the commands that run one.
 """
 
 from __future__ import annotations
@@ -105,9 +106,12 @@ def mesh_shape(text: str) -> tuple[int, int]:
 
 
 def add_tt_options(parser: argparse.ArgumentParser, *, trace: bool | None) -> None:
-    """--mesh and, unless `trace` is None, --trace/--no-trace with `trace` the command's default on tt."""
+    """--mesh, --watcher and, unless `trace` is None, --trace/--no-trace with `trace` the command's default on tt."""
     parser.add_argument("--mesh", type=mesh_shape, default=None, metavar="RxC",
                         help="--device tt: run data parallel on RxC chips (1x2: n300, 2x4: T3000); --batch is split over them")
+    parser.add_argument("--watcher", action="store_true",
+                        help="--device tt: run tt-metal's watcher (TT_METAL_WATCHER), which logs where every core waits to "
+                             "generated/watcher/watcher.log and stops on a tripped assert: for a first run on a card")
     if trace is None:
         return
     group = parser.add_mutually_exclusive_group()
@@ -119,11 +123,12 @@ def add_tt_options(parser: argparse.ArgumentParser, *, trace: bool | None) -> No
 
 
 def tt_settings(args: argparse.Namespace) -> tuple[bool, tuple[int, int]]:
-    """(trace, mesh) for the model options: the command's defaults on tt; asking for either elsewhere is refused."""
-    trace, mesh = getattr(args, "trace", None), getattr(args, "mesh", None)
+    """(trace, mesh) for the model options: the command's defaults on tt; --trace, --mesh or --watcher elsewhere is refused."""
+    trace, mesh, watcher = getattr(args, "trace", None), getattr(args, "mesh", None), getattr(args, "watcher", False)
     if args.device != "tt":
-        if trace or mesh:
-            raise UserError(f"{'--trace' if trace else '--mesh'} applies to --device tt, not --device {args.device}")
+        if trace or mesh or watcher:
+            option = "--trace" if trace else "--mesh" if mesh else "--watcher"
+            raise UserError(f"{option} applies to --device tt, not --device {args.device}")
         return False, (1, 1)
     return (trace if trace is not None else getattr(args, "trace_default", False)), mesh or (1, 1)
 
@@ -201,10 +206,19 @@ def apply_threads(args: argparse.Namespace) -> None:
         torch.set_num_threads(threads)
 
 
+def apply_watcher(args: argparse.Namespace) -> None:
+    """--watcher: tt-metal's watcher on, before ttnn opens the card (`tt_settings` refuses it off tt)."""
+    if getattr(args, "watcher", False):
+        from ..backends.ttnn import turn_on_watcher
+
+        turn_on_watcher()
+
+
 def load_model(args: argparse.Namespace, model: str | None = None):
     """The `QAModel` the model options describe (`model` overrides --model, e.g. the demo's fallback)."""
     from ..runtime import QAModel
 
     apply_threads(args)
     trace, mesh = tt_settings(args)
+    apply_watcher(args)
     return QAModel.load(model or args.model, args.config, args.device, cache_dir=args.cache_dir, fast=args.fast, trace=trace, mesh=mesh)

@@ -1,7 +1,9 @@
-"""`bertl11 plan`: the Tensix sharding plan for a card, batch and config: every op's program config, derived and
-validated (`bertl11.plan`)."""
+"""`bertl11 plan`: the Tensix sharding plan for a card, batch, config and model: every op's program config, derived
+and validated (`bertl11.plan`), as text or as JSON."""
 
 from __future__ import annotations
+
+import json
 
 from ..config import TT_CONFIGS
 from . import options
@@ -11,10 +13,17 @@ def add_arguments(parser) -> None:
     options.add_card_option(parser, "e150", "Tenstorrent card (default %(default)s)")
     options.add_batch_option(parser, 12, "sequences per batch")
     options.add_config_option(parser, TT_CONFIGS)
+    options.add_model_option(parser, default=None, default_help="BERT-large, the seed's shape",
+                             what="the model whose shape is planned (only its config is read)")
+    options.add_json_option(parser, "print the plan as one JSON object (grids as [rows, columns], program configs "
+                                    "under ttnn's names)")
 
 
 def run(args) -> int:
-    from ..plan import format_plan, make_plan
+    from ..plan import BERT_LARGE, EncoderShape, format_plan, make_plan, plan_data
+    from ..sources import model_shape
 
-    print(format_plan(make_plan(args.card, args.batch, args.config)))
+    shape = BERT_LARGE if args.model is None else EncoderShape.from_bert(model_shape(args.model))
+    plan = make_plan(args.card, args.batch, args.config, shape)
+    print(json.dumps(plan_data(plan), indent=2) if args.json else format_plan(plan))
     return 0

@@ -9,7 +9,8 @@ and concat-heads then stay on the core). From that layout every number follows:
     per_core_N     the output columns one core owns: N/32 / groups, or the whole row in attention
     in0_block_w    the K width a core already holds (its shard width, or all of K for the batched matmuls)
     out_subblock   the largest h x w that divides the block and fits the destination registers, with
-                   w == per_core_N or h == 1 (ttnn's matmul validation: matmul_device_operation.cpp)
+                   w == per_core_N or h == 1, and for the batched matmuls h dividing one matrix's rows
+                   (ttnn's matmul validation: matmul_device_operation.cpp)
     softmax        block = the core's rows x the whole key length; subblock_w = largest divisor that fits
     layernorm      block = the core's shard; two-stage reduction across the line of cores
 
@@ -19,7 +20,7 @@ For Grayskull e150, batch 12, BFLOAT8_B-SHARDED this reproduces the seed's tt/mo
 (`bertl11 plan --card e150 --batch 12 --config BFLOAT8_B-SHARDED` prints it).
 
 The parts: `types` (the shape, placements, program configs and `Plan`), `derive` (layout and program configs),
-`l1` (bytes per core, fitting L1), `rules` (the plan's arithmetic and ttnn's checks, ported), `format` (as text).
+`l1` (bytes per core, fitting L1), `rules` (the plan's arithmetic and ttnn's checks, ported), `format` (as text or data).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from ..config import DEFAULT_RUN_CONFIG, RunConfig, get_run_config
 from ..errors import require_at_least
 from ..ops import ENCODER, ENCODER_OPS
 from .derive import attention_mask_shape, choose_layout, derive_program, interleave_qkv, out_subblock
-from .format import format_plan
+from .format import format_plan, plan_data
 from .l1 import fit_l1
 from .rules import problems
 from .types import (
@@ -42,7 +43,7 @@ from .types import (
 __all__ = [
     "BERT_LARGE", "BLOCK_SHARDED", "HEIGHT_SHARDED", "INTERLEAVED", "MULTICAST", "REUSE", "TILE", "EncoderShape",
     "LayerNormProgram", "MatmulProgram", "OpPlan", "Placement", "Plan", "PlanError", "Program", "SoftmaxProgram",
-    "attention_mask_shape", "format_plan", "interleave_qkv", "make_plan", "out_subblock", "problems",
+    "attention_mask_shape", "format_plan", "interleave_qkv", "make_plan", "out_subblock", "plan_data", "problems",
 ]
 
 

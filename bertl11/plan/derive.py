@@ -3,6 +3,8 @@ config (blocks, subblocks, K steps) and where its output is placed."""
 
 from __future__ import annotations
 
+import math
+
 from ..cards import COL_MAJOR, Card
 from ..config import L1
 from ..ops import BATCHED_MATMUL, DATA_MOVEMENT, ENCODER, LAYERNORM, LINEAR, SOFTMAX, OpSpec
@@ -16,14 +18,17 @@ def largest_divisor(n: int, limit: int) -> int:
     return max(d for d in range(1, min(n, limit) + 1) if n % d == 0)
 
 
-def out_subblock(per_core_M: int, per_core_N: int, dest_tiles: int) -> tuple[int, int]:
-    """Largest h x w dividing the block within the registers, with w == per_core_N or h == 1; ties go wide."""
+def out_subblock(per_core_M: int, per_core_N: int, dest_tiles: int, matrix_rows: int | None = None) -> tuple[int, int]:
+    """Largest h x w dividing the block within the registers, with w == per_core_N or h == 1; ties go wide.
+    matrix_rows: for a batched matmul, the rows of one matrix of the batch in tiles, which h must divide too
+    (ttnn's Reuse program steps through each matrix of the batch subblock by subblock)."""
+    height = per_core_M if matrix_rows is None else math.gcd(per_core_M, matrix_rows)
     best = (0, 0, 0)
     for w in range(1, min(per_core_N, dest_tiles) + 1):
         if per_core_N % w:
             continue
         h_limit = dest_tiles // w if w == per_core_N else 1
-        h = largest_divisor(per_core_M, h_limit)
+        h = largest_divisor(height, h_limit)
         best = max(best, (h * w, w, h))
     return best[2], best[1]
 
@@ -52,8 +57,8 @@ def choose_layout(card: Card, batch: int, shape: EncoderShape) -> tuple[str, int
     )
 
 
-def _matmul(kind, grid, orientation, m_tiles, n_tiles, k_block, dest, activation=None) -> MatmulProgram:
-    h, w = out_subblock(m_tiles, n_tiles, dest)
+def _matmul(kind, grid, orientation, m_tiles, n_tiles, k_block, dest, activation=None, matrix_rows=None) -> MatmulProgram:
+    h, w = out_subblock(m_tiles, n_tiles, dest, matrix_rows)
     return MatmulProgram(kind, grid, k_block, h, w, m_tiles, n_tiles, kind == MULTICAST and orientation == COL_MAJOR, activation)
 
 
@@ -78,7 +83,7 @@ def derive_program(plan: Plan, op: OpSpec) -> Program:
         return _matmul(MULTICAST, grid, orient, seq_t, tiles(s, op.columns) // g, tiles(s, op.k) // g, dest, op.activation)
     if op.kind == BATCHED_MATMUL:
         # Attention: each core owns its heads' rows; K is the whole head (Q.K^T) or the whole sequence (.V).
-        return _matmul(REUSE, grid, orient, heads_per_core * seq_t, tiles(s, op.columns), tiles(s, op.k), dest)
+        return _matmul(REUSE, grid, orient, heads_per_core * seq_t, tiles(s, op.columns), tiles(s, op.k), dest, matrix_rows=seq_t)
     if op.kind == DATA_MOVEMENT or not plan.sharded:
         return None  # data movement has no program; interleaved softmax and layernorm take ttnn's defaults
     if op.kind == SOFTMAX:

@@ -1,10 +1,10 @@
-"""The plan as text: the layout, then one line per op with its program config, output placement and L1 per core
-(`bertl11 plan`)."""
+"""The plan as a reader sees it: text, one line per op with its program config, output placement and L1 per core, or
+plain data with ttnn's names (`bertl11 plan`, `bertl11 plan --json`)."""
 
 from __future__ import annotations
 
 from ..cards import COL_MAJOR
-from ..ops import DATA_MOVEMENT, ENCODER
+from ..ops import DATA_MOVEMENT, ENCODER, OPS
 from .types import Plan
 
 
@@ -16,8 +16,10 @@ def format_plan(plan: Plan) -> str:
         f"grid {x}x{y} of {card.grid[0]}x{card.grid[1]} ({plan.orientation}: batch along {'x' if plan.orientation == COL_MAJOR else 'y'}, "
         f"{plan.groups} hidden groups of {plan.shape.heads // plan.groups} heads), QKV weights interleaved in {plan.qkv_groups}",
         f"L1 per core: {card.l1_bytes // 1024} KiB, {card.l1_free_bytes // 1024} KiB free for buffers",
-        "",
     ]
+    untested = card.untested(plan.config.name, plan.batch)
+    lines += [untested] if untested else []
+    lines.append("")
     rows = [("#", "op", "program config", "output", "L1/core")]
     for i, spec in enumerate(ENCODER, 1):
         op = plan.ops[spec.name]
@@ -27,3 +29,35 @@ def format_plan(plan: Plan) -> str:
     for r in rows:
         lines.append("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
     return "\n".join(lines)
+
+
+def plan_data(plan: Plan) -> dict:
+    """The plan as plain data. Grids are [rows, columns] (ttnn's CoreCoord is x = column, y = row); each op carries
+    its name in `ops.OPS` and its program config under ttnn's class and keyword names (None: ttnn's default
+    program, or data movement)."""
+    card = plan.card
+    x, y = plan.grid
+    ops = []
+    for spec in ENCODER:
+        op = plan.ops[spec.name]
+        program = None
+        if op.program is not None:
+            name, fields = op.program.ttnn_config()
+            program = {"class": name, **fields}
+        output = op.output
+        ops.append({
+            "op": spec.name, "title": OPS[spec.name].title, "program_config": program,
+            "output": {"layout": output.layout, "buffer": output.buffer, "dtype": output.dtype,
+                       "shard_shape": list(output.shard_shape) if output.shard_shape else None},
+            "l1_bytes": op.l1_bytes,
+        })
+    return {
+        "card": card.name, "title": card.title, "batch": plan.batch, "config": plan.config.name,
+        "shape": {"seq": plan.shape.seq, "hidden": plan.shape.hidden, "heads": plan.shape.heads,
+                  "intermediate": plan.shape.intermediate},
+        "grid": [y, x], "card_grid": [card.grid[1], card.grid[0]], "orientation": plan.orientation,
+        "hidden_groups": plan.groups, "qkv_groups": plan.qkv_groups,
+        "l1_bytes": card.l1_bytes, "l1_free_bytes": card.l1_free_bytes,
+        "untested_on_a_card": card.untested(plan.config.name, plan.batch),
+        "ops": ops,
+    }

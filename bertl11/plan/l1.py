@@ -8,7 +8,9 @@ from dataclasses import replace
 from ..config import BFLOAT8_B, BFLOAT16, DRAM, FLOAT32, L1, SHARDED
 from ..ops import BATCHED_MATMUL, ENCODER, ENCODER_OPS, LAYER_INPUT, LAYERNORM, LINEAR, OPS, SOFTMAX
 from .derive import k_tiles, largest_divisor, output_elements, output_placement, tiles
-from .types import INTERLEAVED, REUSE, TILE, LayerNormProgram, MatmulProgram, Placement, Plan, SoftmaxProgram
+from .types import (
+    INTERLEAVED, LAYER_INPUT_WRITER, MULTICAST, REUSE, TILE, LayerNormProgram, MatmulProgram, Placement, Plan, SoftmaxProgram,
+)
 
 # Bytes per 32x32 tile (tt_metal tile_size): bf16 2 B/value; bfp8 1 B/value + 64 shared exponents.
 TILE_BYTES = {FLOAT32: 4096, BFLOAT16: 2048, BFLOAT8_B: 1088}
@@ -31,6 +33,19 @@ def _tensor_l1(plan: Plan, placement: Placement, rows: int, cols: int) -> int:
     return _bytes(-(-pages // plan.card.cores), placement.dtype)  # round-robin pages over every core's bank
 
 
+def _intermediate_cb(plan: Plan, prog: MatmulProgram, out_dtype: str, blocks: int) -> int:
+    """The buffer the matmul accumulates its partial sums in. With packer_l1_acc (ttnn's default unless the output
+    is float32, on the cards that have it) the factories accumulate in L1 once K takes more than two blocks, or,
+    multicast with a bias (every linear here), more than one; the partials are then Float16_b (Float32 with fp32
+    accumulation), else in the output's format. Partials in the output's format share its buffer; any other format
+    gets per_core_M x per_core_N tiles of its own (matmul_multicore_reuse_mcast_2d_program_factory.cpp,
+    matmul_multicore_reuse_optimized_program_factory.cpp)."""
+    accumulates = plan.card.l1_accumulation and out_dtype != FLOAT32
+    l1_acc = accumulates and (blocks > 2 or (prog.kind == MULTICAST and blocks > 1))
+    partials = FLOAT32 if plan.fp32_dest_acc else BFLOAT16 if l1_acc else out_dtype
+    return 0 if partials == out_dtype else _bytes(prog.per_core_M * prog.per_core_N, partials)
+
+
 def _matmul_cbs(plan: Plan, prog: MatmulProgram, in0_dtype: str, out: Placement, k_tiles: int, in0_sharded: bool) -> int:
     """Circular buffers the matmul allocates beyond the tensors themselves (sizes as in ttnn's program factories:
     matmul_multicore_reuse_mcast_2d_program_factory.cpp, matmul_multicore_reuse_program_factory.cpp)."""
@@ -38,6 +53,7 @@ def _matmul_cbs(plan: Plan, prog: MatmulProgram, in0_dtype: str, out: Placement,
     blocks = k_tiles // prog.in0_block_w
     depth = 2 if blocks > 1 else 1  # double-buffered when K takes more than one block
     out_cb = 0 if out.layout != INTERLEAVED else _bytes(prog.per_core_M * prog.per_core_N, out.dtype)
+    out_cb += _intermediate_cb(plan, prog, out.dtype, blocks)
     if prog.kind == REUSE:  # batched attention matmul: sharded operands are read in place
         if in0_sharded:
             return out_cb
@@ -72,7 +88,8 @@ def l1_per_op(plan: Plan, placements: dict[str, Placement]) -> dict[str, int]:
     written in place) + the op's circular buffers."""
     dims = output_elements(plan.shape, plan.batch)
     dims[LAYER_INPUT] = dims["self_output"]
-    layer_input = replace(placements["attention_add_layernorm"], dtype=plan.config.dtype_of("qkv_input"))
+    # The layer's input is the previous layer's last output (the first layer's: the embeddings', in its dtype).
+    layer_input = replace(placements[LAYER_INPUT_WRITER], dtype=plan.config.dtype_of("qkv_input"))
     placements = {**placements, LAYER_INPUT: layer_input}
     seq_t, hidden_t = plan.shape.seq // TILE, plan.shape.hidden // TILE
     usage = {}
@@ -106,7 +123,8 @@ def fit_l1(plan: Plan) -> tuple[Plan, dict[str, Placement], dict[str, int]]:
         over = [op for op in ENCODER_OPS if usage[op] > plan.card.l1_free_bytes]
         if not over:
             return plan, placements, usage
-        live_in_overflow = {t for op in over for t in (*OPS[op].inputs, *OPS[op].held, op)}
+        live = {t for op in over for t in (*OPS[op].inputs, *OPS[op].held, op)}
+        live_in_overflow = {LAYER_INPUT_WRITER if t == LAYER_INPUT else t for t in live}
         spill = next((op for op in spill_order if placements[op].buffer == L1 and op in live_in_overflow), None)
         if spill is not None:
             placements[spill] = replace(placements[spill], buffer=DRAM)

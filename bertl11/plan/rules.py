@@ -4,7 +4,7 @@ checks ttnn's device operations make before they accept a program config, ported
 from __future__ import annotations
 
 from ..cards import COL_MAJOR
-from ..ops import LAYER_INPUT, OPS
+from ..ops import OPS
 from .derive import k_tiles, output_elements, tiles
 from .types import BLOCK_SHARDED, MULTICAST, TILE, LayerNormProgram, MatmulProgram, Placement, Plan, SoftmaxProgram
 
@@ -70,8 +70,7 @@ def _shard_tiles(placement: Placement) -> tuple[int, int]:
 def _matmul_problems(plan: Plan, name: str, prog: MatmulProgram) -> list[str]:
     """MatmulMultiCoreReuseMultiCastProgramConfig (the linears) and MatmulMultiCoreReuseProgramConfig (attention)."""
     found, s, spec = [], plan.shape, OPS[name]
-    first = spec.inputs[0]  # the layer's input is the previous layer's last output
-    source = plan.ops["ffn_add_layernorm" if first == LAYER_INPUT else first].output
+    source = plan.placement(spec.inputs[0])
     if prog.kind == MULTICAST:
         if plan.sharded:
             shard_rows, shard_cols = _shard_tiles(source)
@@ -93,6 +92,10 @@ def _matmul_problems(plan: Plan, name: str, prog: MatmulProgram) -> list[str]:
     if (prog.per_core_M % m_tiles or total_m % prog.per_core_M) if prog.per_core_M > m_tiles else m_tiles % prog.per_core_M:
         found.append(f"{name}: per_core_M {prog.per_core_M} must divide, or be a multiple of, M = {m_tiles} tiles "
                      f"and divide the {total_m}-tile total ({MATMUL_VALIDATION})")
+    # Both operands are batched (B x heads matrices), so the program steps through each matrix subblock by subblock.
+    if m_tiles % prog.out_subblock_h:
+        found.append(f"{name}: out_subblock_h ({prog.out_subblock_h}) needs to divide M ({m_tiles}) evenly, the rows of one "
+                     f"matrix of the batch in tiles ({MATMUL_VALIDATION})")
     if plan.sharded:
         shard_rows, shard_cols = _shard_tiles(source)
         if spec.inputs[0] == "split_heads":  # its placement stacks a core's q, k and v; the matmul reads q
@@ -139,6 +142,17 @@ def _layernorm_problems(plan: Plan, name: str, prog: LayerNormProgram) -> list[s
     return found
 
 
+def _residual_problems(plan: Plan, name: str) -> list[str]:
+    """A sharded add+layernorm reads its residual (`residual_input_tensor`: the linear before it) beside its input
+    (the layer's input, written over in place): both sharded alike, the same memory config."""
+    residual, layer_input = OPS[name].inputs
+    b, a = plan.placement(residual), plan.placement(layer_input)
+    if b.memory != a.memory:
+        return [f"{name}: its residual ({residual}, {b.describe()}) must have the same memory config as its input "
+                f"({a.describe()}): sharded with the same shard spec ({LAYERNORM_VALIDATION})"]
+    return []
+
+
 def _split_problems(plan: Plan) -> list[str]:
     s = plan.shape
     per_core = s.heads // plan.groups
@@ -154,7 +168,7 @@ def _op_problems(plan: Plan) -> list[str]:
         if isinstance(op.program, MatmulProgram):
             found += _matmul_problems(plan, name, op.program)
         elif isinstance(op.program, LayerNormProgram):
-            found += _layernorm_problems(plan, name, op.program)
+            found += _layernorm_problems(plan, name, op.program) + _residual_problems(plan, name)
     found += _softmax_problems(plan, plan.ops["softmax"].program)
     if plan.sharded:
         found += _split_problems(plan)

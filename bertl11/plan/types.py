@@ -4,14 +4,18 @@ ttnn takes, and the `Plan` that holds them for one card, batch and run config.""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from ..cards import COL_MAJOR, DEST_TILES_FP32_ACC, DEST_TILES_HALF_SYNC, Card
 from ..config import SHARDED, BertShape, RunConfig
 from ..errors import UserError
+from ..ops import LAYER_INPUT
 
 TILE = 32
 
 INTERLEAVED, BLOCK_SHARDED, HEIGHT_SHARDED = "INTERLEAVED", "BLOCK_SHARDED", "HEIGHT_SHARDED"
+# The op whose output is the next layer's input (the first layer's comes from the embeddings, placed alike).
+LAYER_INPUT_WRITER = "ffn_add_layernorm"
 MULTICAST, REUSE = "MultiCast", "Reuse"
 
 
@@ -59,6 +63,12 @@ class Placement:
     dtype: str
     shard_shape: tuple[int, int] | None = None
 
+    @property
+    def memory(self) -> tuple[str, str, tuple[int, int] | None]:
+        """What ttnn's MemoryConfig compares: layout, buffer and shard shape (the plan's grid and orientation are
+        the same for every sharded tensor); the dtype is not part of it."""
+        return self.layout, self.buffer, self.shard_shape
+
     def describe(self) -> str:
         if self.layout == INTERLEAVED:
             return f"{self.buffer} {self.dtype}"
@@ -80,6 +90,20 @@ class MatmulProgram:
     transpose_mcast: bool = False
     fused_activation: str | None = None
 
+    def ttnn_config(self) -> tuple[str, dict]:
+        """ttnn's class name and keyword arguments, in plain data (`backends/ttnn/program_configs.py` builds it)."""
+        fields = {
+            "compute_with_storage_grid_size": {"CoreCoord": list(self.grid)}, "in0_block_w": self.in0_block_w,
+            "out_subblock_h": self.out_subblock_h, "out_subblock_w": self.out_subblock_w,
+            "per_core_M": self.per_core_M, "per_core_N": self.per_core_N,
+        }
+        if self.kind != MULTICAST:
+            return "MatmulMultiCoreReuseProgramConfig", fields
+        # The seed fuses GELU in its fast approximate form: (UnaryOpType.GELU, True).
+        activation = {"UnaryWithParam": ["GELU", 1.0]} if self.fused_activation == "gelu" else None
+        return "MatmulMultiCoreReuseMultiCastProgramConfig", {**fields, "transpose_mcast": self.transpose_mcast,
+                                                              "fused_activation": activation}
+
     def describe(self) -> str:
         act = f", fused {self.fused_activation}" if self.fused_activation else ""
         mcast = ", transpose_mcast" if self.transpose_mcast else ""
@@ -98,6 +122,11 @@ class _RowBlockProgram:
     block_h: int
     block_w: int
 
+    def ttnn_config(self) -> tuple[str, dict]:
+        """ttnn's class name and keyword arguments, in plain data."""
+        return self.ttnn_class, {"compute_with_storage_grid_size": {"CoreCoord": list(self.grid)}, "subblock_w": self.subblock_w,
+                                 "block_h": self.block_h, "block_w": self.block_w}
+
     def describe(self) -> str:
         return f"Sharded subblock_w={self.subblock_w} block={self.block_h}x{self.block_w}"
 
@@ -106,12 +135,19 @@ class _RowBlockProgram:
 class SoftmaxProgram(_RowBlockProgram):
     """ttnn.SoftmaxShardedMultiCoreProgramConfig."""
 
+    ttnn_class: ClassVar[str] = "SoftmaxShardedMultiCoreProgramConfig"
+
 
 @dataclass(frozen=True)
 class LayerNormProgram(_RowBlockProgram):
     """ttnn.LayerNormShardedMultiCoreProgramConfig."""
 
+    ttnn_class: ClassVar[str] = "LayerNormShardedMultiCoreProgramConfig"
     inplace: bool = True
+
+    def ttnn_config(self) -> tuple[str, dict]:
+        name, fields = super().ttnn_config()
+        return name, {**fields, "inplace": self.inplace}
 
     def describe(self) -> str:
         return super().describe() + (" inplace" if self.inplace else "")
@@ -153,6 +189,10 @@ class Plan:
     def qkv_groups(self) -> int:
         """How many groups the fused QKV weight's columns are interleaved in (1: plain [q | k | v])."""
         return self.groups if self.sharded else 1
+
+    def placement(self, tensor: str) -> Placement:
+        """Where a tensor of the dataflow (`ops.OpSpec.inputs`) lives: its op's output placement."""
+        return self.ops[LAYER_INPUT_WRITER if tensor == LAYER_INPUT else tensor].output
 
     def core(self, batch_row: int, group: int) -> tuple[int, int]:
         """The (x, y) core holding this sequence's hidden slice `group`."""

@@ -41,9 +41,12 @@ def run_model(model, batches: list[Batch], *, progress: bool = False, descriptio
         job.start_pass()
         progress = progress and job.ranks.main
     done = 0
+    inputs = [(b.input_ids, b.token_type_ids, b.attention_mask) for b in share]
+    # A `QAModel` streams (a traced card runs the next batch while this one is post-processed); a plain callable
+    # (the fine-tuner's validation forward) is called per batch.
+    results = model.stream(inputs) if hasattr(model, "stream") else (model(*batch) for batch in inputs)
     with tqdm(total=total, unit="feature", desc=description, disable=not progress) as bar:
-        for batch in share:
-            start, end = model(batch.input_ids, batch.token_type_ids, batch.attention_mask)
+        for batch, (start, end) in zip(share, results):
             start, end = start.numpy(), end.numpy()
             lengths = batch.attention_mask.sum(dim=1).tolist()
             for row, window in enumerate(batch.windows):  # padding rows come after these and are dropped

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from bertl11.backends.ttnn import open_tt_device
+from bertl11.backends.ttnn import open_chips
 from bertl11.config import get_run_config
 from bertl11.errors import UserError
 from bertl11.runtime import make_ops
@@ -33,7 +33,7 @@ def _no_chips():
 def test_no_card_is_a_user_error():
     fake = SimpleNamespace(GetNumAvailableDevices=_no_chips, get_arch_name=lambda: "invalid")
     with pytest.raises(UserError, match="no Tenstorrent card found \\(no chips detected\\)"):
-        open_tt_device(fake)
+        open_chips(fake)
 
 
 def test_grayskull_is_refused_before_opening():
@@ -42,4 +42,4 @@ def test_grayskull_is_refused_before_opening():
 
     fake = SimpleNamespace(GetNumAvailableDevices=lambda: 1, get_arch_name=lambda: "grayskull", open_mesh_device=must_not_open)
     with pytest.raises(UserError, match="Grayskull.*v0.55"):
-        open_tt_device(fake)
+        open_chips(fake)

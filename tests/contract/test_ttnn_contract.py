@@ -3,7 +3,7 @@
 ttnn lives in its own environment (.venv-tt: Python 3.12, no torch), so each check runs `ttnn_probe.py` there as a
 subprocess, in ttnn's mock-cluster mode (a Wormhole n150 descriptor, mock_cluster/), and compares here:
 
-- every `ttnn.` name bertl11/backends/ttnn.py uses exists, and every keyword it passes is one the binding accepts
+- every `ttnn.` name the backend (bertl11/backends/ttnn/) uses exists, and every keyword it passes is one the binding accepts
   (nanobind signatures; Python signatures for ttnn's Python-level functions);
 - the program configs every plan produces construct with the real classes and read back the same fields;
 - ttnn's host encodings (BFLOAT8_B packing, bfloat16 tile layout, as dump_tensor writes them) equal bertl11.bfp8's;
@@ -23,7 +23,8 @@ import pytest
 import torch
 
 from bertl11 import bfp8
-from bertl11.backends import ttnn as backend
+from bertl11.backends.ttnn import ops as backend
+from bertl11.backends.ttnn.program_configs import program_config_spec
 from bertl11.cards import CARDS
 from bertl11.config import RUN_CONFIGS
 from bertl11.plan import make_plan
@@ -33,10 +34,15 @@ pytestmark = pytest.mark.ttnn
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-BACKEND = REPO / "bertl11" / "backends" / "ttnn.py"
-# Methods the backend calls on objects ttnn returns (a device, a tensor): checked on their classes.
+BACKEND = REPO / "bertl11" / "backends" / "ttnn"
+# Methods the backend calls on objects ttnn returns (a device, a tensor, a cluster type): checked on their classes.
 OBJECT_METHODS = [("MeshDevice", "compute_with_storage_grid_size"), ("MeshDevice", "enable_program_cache"),
-                  ("Tensor", "deallocate"), ("Tensor", "padded_shape")]
+                  ("Tensor", "memory_config"), ("Tensor", "padded_shape"), ("cluster.ClusterType.N300", "name")]
+
+
+def backend_source() -> str:
+    """Every module of the backend package, one after the other."""
+    return "\n".join(path.read_text() for path in sorted(BACKEND.glob("*.py")))
 
 
 def probe(tt_python, *args, stdin=None, mock=True):
@@ -80,11 +86,12 @@ def ttnn_usage(source: str):
 
 def dynamic_names(source: str):
     """Names the backend reaches with getattr(ttnn, ...): dtypes of every run config, default program configs
-    (string literals), the layernorm fidelity and the fused activation."""
+    (string literals), the layernorm fidelity and the fused activation; and the cluster types the cards name."""
     dtypes = {getattr(c, f) for c in RUN_CONFIGS.values() if not c.torch_only for f in ("weights", "activations")} | {"bfloat16"}
     literals = {n.value for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Constant) and isinstance(n.value, str)
                 and n.value.endswith("ProgramConfig")}
-    return [[name, [], 0] for name in sorted(dtypes | literals | {f"MathFidelity.{backend.LAYERNORM_FIDELITY}", "UnaryOpType.GELU"})]
+    clusters = {f"cluster.ClusterType.{name}" for card in CARDS.values() for name in card.clusters}  # cards.card_for_arch
+    return [[name, [], 0] for name in sorted(dtypes | literals | clusters | {f"MathFidelity.{backend.LAYERNORM_FIDELITY}", "UnaryOpType.GELU"})]
 
 
 def all_program_configs():
@@ -93,7 +100,7 @@ def all_program_configs():
         for batch in card.batches():
             for config in (n for n, c in RUN_CONFIGS.items() if not c.torch_only):
                 for op in make_plan(card, batch, config).ops.values():
-                    name, kwargs = backend.program_config_spec(op.program)
+                    name, kwargs = program_config_spec(op.program)
                     if name:
                         specs[json.dumps([name, kwargs], sort_keys=True)] = [name, kwargs]
     return list(specs.values())
@@ -107,7 +114,7 @@ def check_api(tt_python, tmp_path, source: str):
 
 
 def test_backend_uses_only_what_ttnn_has(tt_python, tmp_path):
-    source = BACKEND.read_text()
+    source = backend_source()
     usage = {path for path, _, _ in ttnn_usage(source)}
     assert {"linear", "matmul", "layer_norm", "experimental.split_query_key_value_and_split_heads", "dump_tensor"} <= usage
     report = check_api(tt_python, tmp_path, source)
@@ -116,10 +123,10 @@ def test_backend_uses_only_what_ttnn_has(tt_python, tmp_path):
 
 
 def test_a_misspelling_fails_the_contract(tt_python, tmp_path):
-    source = BACKEND.read_text()
-    assert "ttnn.layer_norm(" in source and "residual_input_tensor=x" in source
+    source = backend_source()
+    assert "ttnn.layer_norm(" in source and "residual_input_tensor=matched" in source
     # The first layer_norm (the embeddings') loses its name; the add+layernorm's keyword is misspelt.
-    broken = source.replace("ttnn.layer_norm(", "ttnn.layer_nrom(", 1).replace("residual_input_tensor=x", "residual_tensor=x", 1)
+    broken = source.replace("ttnn.layer_norm(", "ttnn.layer_nrom(", 1).replace("residual_input_tensor=matched", "residual_tensor=matched", 1)
     report = check_api(tt_python, tmp_path, broken)
     assert any(m.startswith("ttnn.layer_nrom") for m in report["missing"])
     assert any("residual_tensor=" in b for b in report["bad_keywords"])

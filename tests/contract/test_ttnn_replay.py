@@ -1,15 +1,18 @@
 """The contract tier that executes: whole forwards recorded through `TtnnOps` (ttnn_standin.py), every distinct
 call replayed against the real ttnn 0.81 in the contract environment (ttnn_replay.py), each in its own process.
 
-Covered: BERT-large at batch 8 on an n150 and at batch 12 on a p150 (COL_MAJOR), every run config; the tiny
-model in every interleaved config (the sharded one refuses it, test_standin.py); a traced forward on two chips.
+Covered: BERT-large at batch 8 on an n150 and at batch 12 on a p150 (COL_MAJOR), every run config; MiniLM (head size
+32) on an n150 in every config; the tiny model in every interleaved config (the sharded one refuses it,
+test_standin.py); three traced batches on one chip (DRAM staging, reshards into the trace inputs, events, non-blocking
+reads) in a sharded and two interleaved configs; a traced forward on an n300's two chips (the mesh mappers).
 The tier prints one line: `ttnn replay: N calls replayed against ttnn X, M distinct, K rejected`.
 """
 
+import importlib.util
 import json
+import shutil
 import subprocess
 import sys
-import types
 
 import pytest
 
@@ -20,13 +23,15 @@ from ttnn_standin import StandinTtnn, distinct_calls, model_shape, record_forwar
 
 pytestmark = pytest.mark.ttnn
 
-BACKEND = HERE.parents[1] / "bertl11" / "backends" / "ttnn.py"
+BACKEND = HERE.parents[1] / "bertl11" / "backends" / "ttnn"
 INTERLEAVED = [c for c in TT_CONFIGS if get_run_config(c).memory != "SHARDED"]
 # (architecture, reported grid, model, batch, configs, trace, mesh): what the tier records.
 RECORDINGS = [
     ("wormhole_b0", (8, 8), "large", 8, TT_CONFIGS, False, (1, 1)),
     ("blackhole", (13, 10), "large", 12, TT_CONFIGS, False, (1, 1)),
+    ("wormhole_b0", (8, 8), "minilm", 8, TT_CONFIGS, False, (1, 1)),
     ("wormhole_b0", (8, 8), "tiny", 8, INTERLEAVED, False, (1, 1)),
+    ("wormhole_b0", (8, 8), "large", 8, ("BFLOAT8_B-SHARDED", "BFLOAT8_B-L1", "BFLOAT16-DRAM"), True, (1, 1)),
     ("wormhole_b0", (8, 8), "large", 16, ("BFLOAT8_B-SHARDED",), True, (1, 2)),
 ]
 WORKERS = 2  # replay processes side by side (each forks one child per call)
@@ -39,7 +44,7 @@ def record(tmp_path, recordings=RECORDINGS, backend=None) -> list[dict]:
             standin = StandinTtnn(arch, grid, chips=mesh[0] * mesh[1])
             cache = tmp_path / f"cache-{i}-{config}"
             record_forward(standin, model_shape(model), config, batch, cache, backend=backend, trace=trace, mesh=mesh,
-                           batches=2 if trace else 1)
+                           batches=3 if trace else 1)
             calls += standin.calls
     return calls
 
@@ -82,34 +87,41 @@ def test_every_recorded_call_is_accepted_by_ttnn(tt_python, tmp_path, record_pro
     replayed = {r["function"] for r in report["results"]}
     assert {"linear", "matmul", "layer_norm", "scale_mask_softmax_in_place", "dump_tensor", "load_tensor", "execute_trace",
             "copy_host_to_device_tensor", "experimental.split_query_key_value_and_split_heads",
-            "transformer.split_query_key_value_and_split_heads"} <= replayed
+            "transformer.split_query_key_value_and_split_heads", "to_memory_config", "record_event", "wait_for_event",
+            "event_synchronize", "from_device", "shard_tensor_to_mesh_mapper", "concat_mesh_to_tensor_composer",
+            "cluster.get_cluster_type", "deallocate"} <= replayed
     # Most calls reach ttnn's own "needs a device" check; the rest run on the host (files, views) or bind.
     verdicts = [r["message"] for r in report["results"]]
     assert sum(v.startswith("needs a device") for v in verdicts) >= 100
 
 
-def planted_backend():
-    """bertl11/backends/ttnn.py with E1 and E2 back: dumps through a .tmp temporary, the 4-D QKV output
-    handed to the interleaved split."""
-    source = BACKEND.read_text()
+def planted_backend(tmp_path):
+    """The backend package with E1 and E2 back (dumps through a .tmp temporary; the 4-D QKV output handed to the
+    interleaved split), copied to a directory of the same name and loaded as a package of its own."""
+    copy = tmp_path / "planted" / "bertl11" / "backends" / "ttnn"
+    shutil.copytree(BACKEND, copy, ignore=shutil.ignore_patterns("__pycache__"))
     e1 = "self.ttnn.dump_tensor(str(staging.path / file_name), host)"
     e2 = "fused = ttnn.reshape(qkv, (shape[0], shape[2], shape[3]))"
-    assert e1 in source and e2 in source
+    weights, ops = (copy / "weights.py").read_text(), (copy / "ops.py").read_text()
+    assert e1 in weights and e2 in ops
     through_tmp = ("temporary = staging.path / (file_name + '.tmp'); self.ttnn.dump_tensor(str(temporary), host); "
                    "temporary.rename(staging.path / file_name)")
-    source = source.replace(e1, through_tmp).replace(e2, "fused = qkv")
-    module = types.ModuleType("bertl11.backends.ttnn_planted")
-    module.__package__ = "bertl11.backends"
-    sys.modules[module.__name__] = module  # dataclasses look their module up there
+    (copy / "weights.py").write_text(weights.replace(e1, through_tmp))
+    (copy / "ops.py").write_text(ops.replace(e2, "fused = qkv"))
+    name = "bertl11.backends.ttnn_planted"
+    spec = importlib.util.spec_from_file_location(name, copy / "__init__.py", submodule_search_locations=[str(copy)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # its modules import each other through it
     try:
-        exec(compile(source, str(BACKEND), "exec"), module.__dict__)
+        spec.loader.exec_module(module)
     finally:
-        del sys.modules[module.__name__]
+        for loaded in [m for m in sys.modules if m == name or m.startswith(name + ".")]:
+            del sys.modules[loaded]
     return module
 
 
 def test_the_replay_catches_planted_bugs(tt_python, tmp_path):
-    calls = record(tmp_path, [("wormhole_b0", (8, 8), "tiny", 8, ("BFLOAT8_B-DRAM",), False, (1, 1))], planted_backend())
+    calls = record(tmp_path, [("wormhole_b0", (8, 8), "tiny", 8, ("BFLOAT8_B-DRAM",), False, (1, 1))], planted_backend(tmp_path))
     bad = rejected(replay(tt_python, calls, tmp_path))
     assert any(b.startswith("dump_tensor") and "must have .tensorbin extension" in b for b in bad), bad
     assert any(b.startswith("transformer.split_query_key_value_and_split_heads") and "expected 3 dimensions" in b

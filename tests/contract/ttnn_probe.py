@@ -77,10 +77,10 @@ def accepted_keywords(obj):
 
 
 def backend_program_configs():
-    """The backend's own spec -> ttnn object code (bertl11/backends/ttnn_program_configs.py), loaded by path:
+    """The backend's own spec -> ttnn object code (bertl11/backends/ttnn/program_configs.py), loaded by path:
     bertl11 itself needs torch, which this environment lacks."""
-    path = Path(__file__).resolve().parents[2] / "bertl11" / "backends" / "ttnn_program_configs.py"
-    spec = importlib.util.spec_from_file_location("ttnn_program_configs", path)
+    path = Path(__file__).resolve().parents[2] / "bertl11" / "backends" / "ttnn" / "program_configs.py"
+    spec = importlib.util.spec_from_file_location("program_configs", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

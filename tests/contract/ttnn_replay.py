@@ -74,7 +74,8 @@ def build(value):
 
 
 # Calls that open, query or move to and from a device, or need torch: checked by binding their arguments.
-BIND_ONLY = ("GetNumAvailableDevices", "get_arch_name", "open_mesh_device", "from_torch", "to_torch", "wait_for_event")
+BIND_ONLY = ("GetNumAvailableDevices", "get_arch_name", "open_mesh_device", "from_torch", "to_torch", "wait_for_event",
+             "event_synchronize")
 
 
 def takes_device(call) -> bool:

@@ -24,18 +24,18 @@ from pathlib import Path
 import torch
 
 TILE = 32
-BACKEND_FILE = str(Path("bertl11") / "backends" / "ttnn.py")
+BACKEND_DIRECTORY = str(Path("bertl11") / "backends" / "ttnn") + "/"
 MODEL_FILE = str(Path("bertl11") / "model.py")
 # ttnn functions that read or write a file: the recording keeps the file name (the replay's directory differs).
 FILE_FUNCTIONS = ("dump_tensor", "load_tensor")
 
 
 def _where() -> str:
-    """'bertl11/backends/ttnn.py:123 _upload < prepare (model.py:45 attention)': the backend line that made the
-    call, the backend methods it was made for, and the model line above them."""
+    """'bertl11/backends/ttnn/weights.py:123 _convert < prepare (model.py:45 attention)': the backend line that made
+    the call, the backend methods it was made for, and the model line above them."""
     backend, model = [], None
     for frame in traceback.extract_stack():
-        if frame.filename.endswith(BACKEND_FILE):
+        if BACKEND_DIRECTORY in frame.filename.replace("\\", "/"):
             backend.append(frame)
         elif frame.filename.endswith(MODEL_FILE):
             model = frame
@@ -43,7 +43,8 @@ def _where() -> str:
         return "?"
     inner = backend[-1]
     callers = [f.name for f in reversed(backend[:-1]) if f.name not in (inner.name, "<genexpr>", "<lambda>")]
-    text = " < ".join([f"bertl11/backends/ttnn.py:{inner.lineno} {inner.name}", *dict.fromkeys(callers)])
+    module = inner.filename.replace("\\", "/").rpartition(BACKEND_DIRECTORY)[2]
+    text = " < ".join([f"{BACKEND_DIRECTORY}{module}:{inner.lineno} {inner.name}", *dict.fromkeys(callers)])
     return text + (f" (model.py:{model.lineno} {model.name})" if model else "")
 
 
@@ -106,7 +107,7 @@ class StandinTensor:
     def __init__(self, standin, shape, dtype, layout, memory_config=None, on_device=False, buffer=None):
         self._standin = standin
         self.shape = tuple(int(d) for d in shape)
-        self.dtype, self.layout, self.memory_config, self.on_device = dtype, layout, memory_config, on_device
+        self.dtype, self.layout, self.memory, self.on_device = dtype, layout, memory_config, on_device
         # The device buffer, shared by views (reshape) and in-place results; deallocating any of them frees it.
         self.buffer = buffer if buffer is not None else {"freed": False, "where": ""}
 
@@ -121,13 +122,16 @@ class StandinTensor:
     def deallocated(self) -> bool:
         return self.buffer["freed"]
 
+    def memory_config(self):
+        return self.memory
+
     def deallocate(self):
         self._standin._record("Tensor.deallocate", (self,), {})
         self.buffer["freed"] = True
 
     def spec(self):
         return {"shape": list(self.shape), "dtype": encode(self.dtype), "layout": encode(self.layout),
-                "memory_config": encode(self.memory_config), "on_device": self.on_device}
+                "memory_config": encode(self.memory), "on_device": self.on_device}
 
     def encode(self):
         return {"tensor": self.spec()}
@@ -153,9 +157,11 @@ class StandinTtnn(types.ModuleType):
     """The `ttnn` module, recording. `arch` and `grid` are what the opened chip reports; `chips` how many
     devices ttnn finds (a mesh opens as many)."""
 
-    def __init__(self, arch="wormhole_b0", grid=(8, 8), chips=1):
+    def __init__(self, arch="wormhole_b0", grid=(8, 8), chips=1, cluster=None):
         super().__init__("ttnn")
         self._arch, self._grid, self._chips = arch, tuple(grid), chips
+        # ttnn's cluster type (ttnn.cluster.get_cluster_type): an n150, an n300 for two chips, a p150
+        self._cluster = cluster or ("P150" if arch == "blackhole" else "N300" if chips == 2 else "N150")
         self.calls: list[dict] = []
         self.tensors: list[StandinTensor] = []  # every tensor a call returned, in order
         self.transformer = self._name("transformer")
@@ -200,7 +206,7 @@ class StandinTtnn(types.ModuleType):
 
     def _tensor(self, like, shape=None, dtype=None, memory_config=None, layout=None):
         return StandinTensor(self, like.shape if shape is None else shape, dtype or like.dtype, layout or like.layout,
-                             memory_config if memory_config is not None else like.memory_config, like.on_device)
+                             memory_config if memory_config is not None else like.memory, like.on_device)
 
     def functions(self) -> list[str]:
         return [c["function"] for c in self.calls]
@@ -212,6 +218,9 @@ class StandinTtnn(types.ModuleType):
 
     def _op_get_arch_name(self):
         return self._arch
+
+    def _op_cluster__get_cluster_type(self):
+        return types.SimpleNamespace(name=self._cluster)
 
     def _op_open_mesh_device(self, mesh_shape, **kwargs):
         rows, cols = mesh_shape._args
@@ -238,27 +247,43 @@ class StandinTtnn(types.ModuleType):
         return None
 
     def _op_record_event(self, device, cq_id, **kwargs):
-        return Sym(self, "MeshEvent", [cq_id], {})
+        return Sym(self, "MeshEvent", [cq_id, len(self.calls)], {})  # which queue, and which call recorded it
 
     def _op_wait_for_event(self, cq_id, event):
         return None
+
+    def _op_event_synchronize(self, event):
+        return None
+
+    # --------------------------------------------------------------------------------------- meshes
+
+    def _op_shard_tensor_to_mesh_mapper(self, device, dim):
+        return Sym(self, "shard_tensor_to_mesh_mapper", [device], {"dim": dim})
+
+    def _op_concat_mesh_to_tensor_composer(self, device, dim):
+        return Sym(self, "concat_mesh_to_tensor_composer", [device], {"dim": dim})
 
     # --------------------------------------------------------------------------------------- tensors and files
 
     def _op_from_torch(self, tensor, dtype=None, *, layout=None, device=None, memory_config=None, mesh_mapper=None, **kwargs):
         shape = list(tensor.shape)  # per chip, as a mesh tensor's shape is
-        if mesh_mapper is not None and mesh_mapper._path == "ShardTensorToMesh":
+        if mesh_mapper is not None and mesh_mapper._path == "shard_tensor_to_mesh_mapper":
             shape[mesh_mapper._kwargs["dim"]] //= mesh_mapper._args[0].chips
         return StandinTensor(self, shape, dtype, layout, memory_config, device is not None)
 
     def _op_to_device(self, tensor, device, memory_config=None, **kwargs):
         return StandinTensor(self, tensor.shape, tensor.dtype, tensor.layout, memory_config, True)
 
-    def _op_allocate_tensor_on_device(self, spec, device):
-        return StandinTensor(self, spec.shape, spec.dtype, spec.layout, spec.memory_config, True)
-
     def _op_copy_host_to_device_tensor(self, host, device_tensor, cq_id=0):
         return None
+
+    def _op_to_memory_config(self, x, memory_config, dtype=None, output_tensor=None):
+        if output_tensor is not None:  # written into it
+            return output_tensor
+        return self._tensor(x, dtype=dtype, memory_config=memory_config)
+
+    def _op_deallocate(self, t, force=True):
+        t.buffer["freed"] = True
 
     def _op_to_torch(self, tensor, mesh_composer=None, **kwargs):
         shape = list(tensor.shape)
@@ -290,17 +315,17 @@ class StandinTtnn(types.ModuleType):
 
     def _op_layer_norm(self, x, memory_config=None, program_config=None, **kwargs):
         if program_config is not None and program_config._kwargs.get("inplace"):  # writes over its input
-            return StandinTensor(self, x.shape, x.dtype, x.layout, x.memory_config, x.on_device, x.buffer)
+            return StandinTensor(self, x.shape, x.dtype, x.layout, x.memory, x.on_device, x.buffer)
         return self._tensor(x, memory_config=memory_config)
 
     def _op_reshape(self, x, shape, **kwargs):  # a view: the same buffer
-        return StandinTensor(self, shape, x.dtype, x.layout, x.memory_config, x.on_device, x.buffer)
+        return StandinTensor(self, shape, x.dtype, x.layout, x.memory, x.on_device, x.buffer)
 
     def _op_typecast(self, x, dtype, memory_config=None, **kwargs):
         return self._tensor(x, dtype=dtype, memory_config=memory_config)
 
-    def _op_interleaved_to_sharded(self, x, grid, shard_shape, layout, orientation, dtype=None, **kwargs):
-        return self._tensor(x, dtype=dtype, memory_config=Sym(self, "MemoryConfig", [layout, self._name("BufferType.L1")], {}))
+    def _op_interleaved_to_sharded(self, x, memory_config, dtype=None, **kwargs):
+        return self._tensor(x, dtype=dtype, memory_config=memory_config)
 
     def _op_sharded_to_interleaved(self, x, memory_config, dtype=None, **kwargs):
         return self._tensor(x, dtype=dtype, memory_config=memory_config)
@@ -374,11 +399,11 @@ def bert_parameters(shape) -> dict[str, torch.Tensor]:
     return import_state_dict(state, shape)
 
 
-# The models the replay covers: BERT-large (the seed's) and the packaged tiny model's shape.
+# The models the replay covers: BERT-large (the seed's), MiniLM's (head size 32) and the tiny model's shape.
 def model_shape(name: str):
     from bertl11.config import BertShape
 
-    sizes = {"large": (1024, 24, 16, 4096), "tiny": (128, 2, 2, 512)}[name]
+    sizes = {"large": (1024, 24, 16, 4096), "minilm": (384, 6, 12, 1536), "tiny": (128, 2, 2, 512)}[name]
     hidden, layers, heads, intermediate = sizes
     return BertShape(vocab_size=30522, hidden_size=hidden, num_layers=layers, num_heads=heads, intermediate_size=intermediate,
                      max_position_embeddings=512, type_vocab_size=2, layer_norm_eps=1e-12, hidden_act="gelu")
@@ -387,7 +412,7 @@ def model_shape(name: str):
 def record_forward(standin: StandinTtnn, shape, config: str, batch: int, cache: Path, seq: int = 384, passes: int = 2,
                    backend=None, batches: int = 1, trace: bool = False, mesh=(1, 1)):
     """Open the stand-in card, prepare the weights `passes` times (the first converts and dumps, the next load
-    the .tensorbin cache) and run `batches` forwards of `batch` sequences, as `QAModel` does (`ops.forward`).
+    the .tensorbin cache) and run `batches` batches of `batch` sequences, as `QAModel.stream` does (`ops.forward_stream`).
     `backend`: a module standing for bertl11.backends.ttnn (the planted-bug test passes an edited copy).
     Returns the (closed) backend and the logits of the last batch."""
     from bertl11.backends import ttnn as default_backend
@@ -403,8 +428,8 @@ def record_forward(standin: StandinTtnn, shape, config: str, batch: int, cache: 
                 params = ops.prepare(flat)
             ids = torch.randint(1000, shape.vocab_size, (batch, seq))
             types_ = (torch.arange(seq) >= seq // 4).long().expand(batch, -1)
-            for _ in range(batches):
-                logits = ops.forward(bert_qa, params, ids, types_, torch.ones(batch, seq, dtype=torch.long), shape)
+            inputs = [(ids, types_, torch.ones(batch, seq, dtype=torch.long))] * batches
+            *_, logits = ops.forward_stream(bert_qa, params, inputs, shape)
         finally:
             ops.close()
     return ops, logits

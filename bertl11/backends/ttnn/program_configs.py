@@ -1,8 +1,13 @@
-"""Plain-data program config specs -> real ttnn program config objects.
+"""Program configs: a plan's program configs, as plain-data specs (`plan` types' `ttnn_config`), made into ttnn objects.
 
 Kept free of torch and of package imports so the ttnn contract tier, which runs in an environment with ttnn
 but without torch or bertl11 installed, loads this very file and builds every plan's configs with it.
 """
+
+
+def program_config_spec(program) -> tuple[str, dict]:
+    """(ttnn class name, keyword arguments) of a plan's program config; ("", {}) for none (ttnn's default program)."""
+    return ("", {}) if program is None else program.ttnn_config()
 
 
 def ttnn_value(ttnn, value):
