@@ -255,3 +255,17 @@ def test_cli_n300_batch_8_gets_the_8x8_grid(capsys):
     assert "grid 8x8 of 8x8" in out and "untested on a card" not in out
     assert main(["plan", "--card", "n300", "--batch", "8", "--config", "BFLOAT8_B-L1"]) == 0
     assert "untested on a card: the seed ran Wormhole with BFLOAT8_B-SHARDED at batch 2-8 only" in capsys.readouterr().out
+
+
+def test_plan_shows_the_estimated_device_time_of_each_op(capsys):
+    """`bertl11 plan` carries `bertl11 estimate`'s per-op prediction beside each program config."""
+    from bertl11.estimate import predict_op
+
+    data = plan_json(capsys, "--card", "e150", "--batch", "12")
+    plan = make_plan("e150", 12, "BFLOAT8_B-SHARDED")
+    for op in data["ops"]:
+        cost = predict_op(plan, op["op"])
+        assert op["predicted_device_ns"] == round(cost.ns, 1) and op["bound"] == cost.bound
+    assert main(["plan", "--card", "e150", "--batch", "12"]) == 0
+    text = capsys.readouterr().out
+    assert "predicted (bound)" in text and f"{predict_op(plan, 'ff1_gelu').ns / 1e3:.1f} us" in text

@@ -1,5 +1,5 @@
 """`bertl11 plan`: the Tensix sharding plan for a card, batch, config and model: every op's program config, derived
-and validated (`bertl11.plan`), as text or as JSON."""
+and validated (`bertl11.plan`), with the device time `bertl11 estimate` predicts for it, as text or as JSON."""
 
 from __future__ import annotations
 
@@ -20,10 +20,14 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from ..estimate import predict_op
+    from ..ops import ENCODER_OPS
     from ..plan import BERT_LARGE, EncoderShape, format_plan, make_plan, plan_data
     from ..sources import model_shape
 
     shape = BERT_LARGE if args.model is None else EncoderShape.from_bert(model_shape(args.model))
     plan = make_plan(args.card, args.batch, args.config, shape)
-    print(json.dumps(plan_data(plan), indent=2) if args.json else format_plan(plan))
+    costs = {name: predict_op(plan, name) for name in ENCODER_OPS}  # the time `bertl11 estimate` predicts per op
+    predicted = {name: (cost.ns, cost.bound) for name, cost in costs.items()}
+    print(json.dumps(plan_data(plan, predicted), indent=2) if args.json else format_plan(plan, predicted))
     return 0

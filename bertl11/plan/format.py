@@ -8,7 +8,8 @@ from ..ops import DATA_MOVEMENT, ENCODER, OPS
 from .types import Plan
 
 
-def format_plan(plan: Plan) -> str:
+def format_plan(plan: Plan, predicted: dict[str, tuple[float, str]] | None = None) -> str:
+    """The plan as text; `predicted` (op -> (device ns, bound), from `estimate.predict_op`) adds a column."""
     card = plan.card
     x, y = plan.grid
     lines = [
@@ -20,21 +21,22 @@ def format_plan(plan: Plan) -> str:
     untested = card.untested(plan.config.name, plan.batch)
     lines += [untested] if untested else []
     lines.append("")
-    rows = [("#", "op", "program config", "output", "L1/core")]
+    rows = [("#", "op", "program config", "output", "L1/core", *(["predicted (bound)"] if predicted else []))]
     for i, spec in enumerate(ENCODER, 1):
         op = plan.ops[spec.name]
         program = op.program.describe() if op.program else (DATA_MOVEMENT if spec.kind == DATA_MOVEMENT else "default (interleaved)")
-        rows.append((str(i), spec.title, program, op.output.describe(), f"{op.l1_bytes / 1024:.0f} KiB"))
+        cost = [f"{predicted[spec.name][0] / 1e3:.1f} us ({predicted[spec.name][1]})"] if predicted else []
+        rows.append((str(i), spec.title, program, op.output.describe(), f"{op.l1_bytes / 1024:.0f} KiB", *cost))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         lines.append("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
     return "\n".join(lines)
 
 
-def plan_data(plan: Plan) -> dict:
+def plan_data(plan: Plan, predicted: dict[str, tuple[float, str]] | None = None) -> dict:
     """The plan as plain data. Grids are [rows, columns] (ttnn's CoreCoord is x = column, y = row); each op carries
     its name in `ops.OPS` and its program config under ttnn's class and keyword names (None: ttnn's default
-    program, or data movement)."""
+    program, or data movement), and with `predicted` its predicted device time (ns) and bound."""
     card = plan.card
     x, y = plan.grid
     ops = []
@@ -50,6 +52,8 @@ def plan_data(plan: Plan) -> dict:
             "output": {"layout": output.layout, "buffer": output.buffer, "dtype": output.dtype,
                        "shard_shape": list(output.shard_shape) if output.shard_shape else None},
             "l1_bytes": op.l1_bytes,
+            **({"predicted_device_ns": round(predicted[spec.name][0], 1), "bound": predicted[spec.name][1]}
+               if predicted else {}),
         })
     return {
         "card": card.name, "title": card.title, "batch": plan.batch, "config": plan.config.name,
