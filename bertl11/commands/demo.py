@@ -55,8 +55,9 @@ def run(args) -> int:
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     options.apply_threads(args)
+    compile = options.compile_policy(args, len(inputs), model_name)  # the compiled forward when cached or worth it
     result = run_demo(inputs, model_name, args.config, args.device, args.batch, args.card, warnings, args.cache_dir, args.fast,
-                      trace, mesh)
+                      trace, mesh, compile)
     if args.json:
         print(json.dumps({**asdict(result), "throughput": result.throughput}, indent=2))
     else:

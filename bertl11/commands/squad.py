@@ -68,7 +68,7 @@ def run(args) -> int:
         # Refused rather than waited for: a second run would only overwrite the first one's results.
         with exclusive_lock(out / OUT_LOCK, f"another bertl11 squad writing to {out}", wait=False) if ranks.main else nullcontext():
             with job.node_leader_first() if job else nullcontext():
-                model = options.load_model(args)
+                model = options.load_model(args, compile=options.compile_policy(args, len(dataset["question"])))
             with model:
                 result = run_squad(model, dataset, args.batch, bucket, progress=True,
                                    use_model_threshold=not args.pipeline_null, job=job)
