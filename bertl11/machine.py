@@ -58,8 +58,8 @@ SLOW_CALL_S = 0.02  # one call this slow is a fallback kernel: do not time it ag
 # An int8 linear replaces the float GEMM only when this much faster (quantisation included): a margin for a
 # shared machine's noise, which can move one probe by 20%.
 INT8_ADVANTAGE = 1.25
-# Seconds a compile of the forward takes (`compiled.py`), for deciding whether a run pays for one: on the 2-core
-# AVX2 machine of docs/performance.md, busy with other jobs, tiny took 2-3 minutes.
+# Seconds a compile of the forward takes (`compiled.py`), for deciding whether a run pays for one: tiny took 2-3
+# minutes on a 2-core AVX2 VM busy with other jobs (docs/performance.md).
 COMPILE_SECONDS = 180
 # The CPU flags that decide which kernels can be fast, as Linux's /proc/cpuinfo names them.
 RELEVANT_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8")

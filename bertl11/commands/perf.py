@@ -50,8 +50,9 @@ def load_model(args, outputs: dict[str, Path | None], compile: str):
 def run(args) -> int:
     from ..perf import measure
 
-    # perf times the fast path as it runs: compiled where this machine compiles (the load pays any compile)
-    with load_model(args, {"--csv": args.csv}, "build") as model:
+    # perf times the fast path as it runs: compiled where this machine compiles (the load pays any compile);
+    # --compile instead puts torch.compile around the eager ops
+    with load_model(args, {"--csv": args.csv}, "never" if args.compile else "build") as model:
         row = measure(model, batch=args.batch, seq=args.seq, iterations=args.iterations,
                       compare_hf=args.compare == "hf", compile=args.compile)
     width = max(len(k) for k in row)
