@@ -51,7 +51,7 @@ INT8_KERNELS = (*INT8_KERNELS_OF[COMPILED], *INT8_KERNELS_OF[EAGER], "none")
 # float32 ~130 GFLOP/s with AVX-512, ~60 with AVX2), small enough that a reference kernel at 0.4 GFLOP/s
 # takes 0.3 s for its two calls.
 PROBE_SHAPE = (128, 512, 512)
-PROBE_REPEATS = 5  # best of: other jobs on a shared machine slow single calls
+PROBE_REPEATS = 30  # best of: other jobs on a shared machine slow single calls
 # A kernel under this share of float32's rate is a fallback (reference kernels run at ~0.005x).
 NATIVE_FRACTION = 0.1
 SLOW_CALL_S = 0.02  # one call this slow is a fallback kernel: do not time it again
@@ -190,18 +190,20 @@ def cpu_name() -> str:
     return _cpuinfo().get("model name") or platform.processor() or platform.machine()
 
 
-def _time_kernel(call) -> float:
-    """CPU seconds of the best call after one warm-up (which pays any JIT or primitive creation). On one thread
-    the calling thread does all the work, and its CPU time leaves out the moments other jobs on a shared
-    machine hold the core, which the wall clock counts."""
-    call()
-    best = float("inf")
+def _time_kernels(calls: dict) -> dict[str, float]:
+    """CPU seconds of each call's best run. The calls take turns, so that all see the same moments of a shared
+    machine, each run right after an untimed one of the same call (which pays any JIT or primitive creation the
+    first time, and brings its operands back into cache). On one thread the calling thread does all the work,
+    and its CPU time leaves out the moments other jobs hold the core, which the wall clock counts. A call
+    slower than SLOW_CALL_S (a fallback kernel) is not run again."""
+    best = {name: float("inf") for name in calls}
     for _ in range(PROBE_REPEATS):
-        started = time.thread_time()
-        call()
-        best = min(best, time.thread_time() - started)
-        if best > SLOW_CALL_S:
-            break
+        for name, call in calls.items():
+            if best[name] == float("inf") or best[name] <= SLOW_CALL_S:
+                call()
+                started = time.thread_time()
+                call()
+                best[name] = min(best[name], time.thread_time() - started)
     return best
 
 
@@ -250,7 +252,7 @@ def measure_rates() -> dict[str, float]:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # per-core rates: a second thread stalls on a core another job holds
     try:
-        return {name: 2 * m * k * n / _time_kernel(call) / 1e9 for name, call in calls.items()}
+        return {name: 2 * m * k * n / seconds / 1e9 for name, seconds in _time_kernels(calls).items()}
     finally:
         torch.set_num_threads(threads)
 
