@@ -1,24 +1,31 @@
 """bertl11's torch paths against HF transformers eager and ONNX Runtime, BERT-large at seq 384, same process,
 interleaved.
 
-    python benchmarks/perf_benchmark.py                      # large-random, batch 1 and 4, all variants
-    python benchmarks/perf_benchmark.py --variants fast-int8 ort-int8 --batches 1 --rounds 5 --threads 2
+    python benchmarks/perf_benchmark.py                      # large-random, batch 1 and 8, all variants
+    python benchmarks/perf_benchmark.py --variants compiled-int8 ort-int8 --batches 1 --rounds 5 --threads 2
 
 Every round runs each variant once per batch size, the yardsticks first, so all see the same machine load;
 a speedup is the median over rounds of (reference time / variant time) from the same round.
 Yardsticks: HF eager in float32 and, where this CPU has native bfloat16 GEMMs (`bertl11.machine`), in
 bfloat16; both are printed, and `x HF` is against the faster. `x ORT` is against ONNX Runtime's faster
 variant. PCC is against HF in float32 on the same inputs (every position a real token, see `bertl11.perf`).
+GOP/s is the forward's matmul operations per second (`bertl11.profile.model_flops`); for bertl11's variants,
+`% peak` is its share of the rate `bertl11 doctor` probed for the kernel the GEMMs run, times the threads.
 
 Variants:
     simulated-bf16    the 11-op simulation of BFLOAT16-DRAM (the parity-tested path)
-    fast-bf16         BFLOAT16-DRAM fast path: no per-op rounding, SDPA for ops 3-5
-    fast-fp32         FLOAT32 fast path: the same in float32
-    fast-int8         BFLOAT8_B-SHARDED fast path: the 8-bit kernel `bertl11 doctor` names, float32 elsewhere
-    fast-int8-compiled   the same under torch.compile (first-run compile time reported)
+    fast-bf16         BFLOAT16-DRAM fast path, eager: no per-op rounding, SDPA for ops 3-5
+    fast-fp32         FLOAT32 fast path, eager: the same in float32
+    fast-int8         BFLOAT8_B-SHARDED fast path, eager: the int8 kernel `bertl11 doctor` names, float32 elsewhere
+    compiled-bf16     BFLOAT16-DRAM fast path, compiled (`bertl11.compiled`: AOTInductor, frozen weights)
+    compiled-fp32     FLOAT32 fast path, compiled
+    compiled-int8     BFLOAT8_B-SHARDED fast path, compiled: PT2E int8 linears (oneDNN's quantised linear)
     ort-fp32          ONNX Runtime (pip install 'bertl11[bench]'): the same HF model exported to ONNX, fused by
                       onnxruntime.transformers' BERT optimizer (attention, layernorm, GELU), float32
     ort-int8          that optimised model with dynamic int8 quantisation (onnxruntime.quantization)
+
+A compiled variant compiles at load (minutes the first time) into the weight cache ($BERTL11_CACHE), and loads
+from there afterwards; where it cannot compile, it runs eager and its load line says why.
 """
 
 from __future__ import annotations
@@ -34,17 +41,20 @@ from statistics import median
 import numpy as np
 import torch
 
-from bertl11 import QAModel, machine, resolve_model
+from bertl11 import QAModel, compiled, machine, resolve_model
 from bertl11.compare import pcc
-from bertl11.perf import compiled, hf_dtypes, hf_logits, synthetic_inputs
+from bertl11.perf import hf_dtypes, hf_logits, synthetic_inputs, utilisation
+from bertl11.profile import model_flops
 
 VARIANTS = {
-    # name: (config, fast, compile)
-    "simulated-bf16": ("BFLOAT16-DRAM", False, False),
-    "fast-bf16": ("BFLOAT16-DRAM", True, False),
-    "fast-fp32": ("FLOAT32", True, False),
-    "fast-int8": ("BFLOAT8_B-SHARDED", True, False),
-    "fast-int8-compiled": ("BFLOAT8_B-SHARDED", True, True),
+    # name: (config, fast, what the fast path does about its compiled forward: `compiled.POLICIES`)
+    "simulated-bf16": ("BFLOAT16-DRAM", False, compiled.NEVER),
+    "fast-bf16": ("BFLOAT16-DRAM", True, compiled.NEVER),
+    "fast-fp32": ("FLOAT32", True, compiled.NEVER),
+    "fast-int8": ("BFLOAT8_B-SHARDED", True, compiled.NEVER),
+    "compiled-bf16": ("BFLOAT16-DRAM", True, compiled.BUILD),
+    "compiled-fp32": ("FLOAT32", True, compiled.BUILD),
+    "compiled-int8": ("BFLOAT8_B-SHARDED", True, compiled.BUILD),
 }
 ONNX_VARIANTS = ("ort-fp32", "ort-int8")
 INPUT_NAMES = ("input_ids", "token_type_ids", "attention_mask")
@@ -105,7 +115,7 @@ def onnx_runners(hf32, shape, example, threads: int, directory: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="large-random")
-    parser.add_argument("--batches", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--seq", type=int, default=384)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--variants", nargs="+", choices=[*VARIANTS, *ONNX_VARIANTS], default=[*VARIANTS, *ONNX_VARIANTS])
@@ -118,6 +128,8 @@ def main() -> None:
     found = machine.probe()
     print(f"{source.name}, seq {args.seq}, torch {torch.__version__}, {torch.get_num_threads()} threads, CPU "
           f"{found.capability} ({found.flags_text()}), load average {os.getloadavg()[0]:.2f}")
+    print(f"  probed peaks, one thread: {', '.join(found.rate_text(k) for k in found.rates)}; fast path: "
+          f"{found.forward().kernel} forward ({found.forward().reason})")
     hf32 = source.hf_model()
     inputs = {b: synthetic_inputs(source.shape.vocab_size, b, args.seq) for b in args.batches}
     reference = {b: hf_logits(hf32, x) for b, x in inputs.items()}  # float32 HF, for PCC
@@ -129,7 +141,7 @@ def main() -> None:
     if skipped:
         print(f"  hf-bf16 {skipped}")
 
-    runners, first_runs, agreement = {}, {}, {}
+    runners, models, first_runs, agreement = {}, {}, {}, {}
     onnx_wanted = [name for name in args.variants if name in ONNX_VARIANTS]
     with tempfile.TemporaryDirectory(prefix="bertl11-onnx-") as directory:
         if onnx_wanted:
@@ -140,12 +152,12 @@ def main() -> None:
         for name in args.variants:
             if name in ONNX_VARIANTS:
                 continue
-            config, fast, compile_ = VARIANTS[name]
+            config, fast, policy = VARIANTS[name]
             started = time.perf_counter()
-            model = QAModel.load(source, config, fast=fast)
+            model = QAModel.load(source, config, fast=fast, compile=policy)
             load = time.perf_counter() - started
-            runners[name] = compiled(model, "cpu") if compile_ else model
-            print(f"  loaded {name} in {load:.1f} s: {model.ops.kernel()}", flush=True)
+            runners[name] = models[name] = model
+            print(f"  loaded {name} in {load:.1f} s ({model.load_report.detail}): {model.ops.kernel()}", flush=True)
         for name, run in runners.items():
             for b, x in inputs.items():
                 started = time.perf_counter()
@@ -166,7 +178,7 @@ def main() -> None:
         return median(r / o for r, o in zip(times[reference_name, b], times[name, b]))
 
     print(f"\n{'variant':<20}{'batch':>6}{'inf/s':>9}{'x HF fp32':>11}{'x HF bf16':>11}{'x HF':>7}{'x ORT':>7}"
-          f"{'PCC vs HF fp32':>16}{'first run s':>13}")
+          f"{'GOP/s':>8}{'% peak':>8}{'PCC vs HF fp32':>16}{'first run s':>13}")
     for b in args.batches:
         hf_best = min(references, key=lambda name: median(times[name, b]))
         onnx_names = [name for name in runners if name in ONNX_VARIANTS]
@@ -175,6 +187,10 @@ def main() -> None:
             cells = [f"{ratio(ref, name, b):>11.2f}" if ref in references else f"{'-':>11}" for ref in ("hf-fp32", "hf-bf16")]
             cells.append(f"{ratio(hf_best, name, b):>7.2f}")
             cells.append(f"{ratio(ort_best, name, b):>7.2f}" if ort_best else f"{'-':>7}")
+            seconds = median(times[name, b])
+            used = utilisation(models[name], b, args.seq, seconds) if name in models else {}
+            cells.append(f"{model_flops(source.shape, b, args.seq) / seconds / 1e9:>8.1f}")
+            cells.append(f"{used['Utilisation (%)']:>8.1f}" if "Utilisation (%)" in used else f"{'-':>8}")
             tail = f"{agreement[name, b]:>16.5f}{first_runs[name, b]:>13.1f}" if name in runners else ""
             print(f"{name:<20}{b:>6}{b / median(times[name, b]):>9.3f}{''.join(cells)}{tail}")
         print(f"(batch {b}: x HF against {hf_best}" + (f", x ORT against {ort_best})" if ort_best else ")"))

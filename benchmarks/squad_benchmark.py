@@ -10,6 +10,17 @@ runs), and by bertl11's fast path with length bucketing (each batch padded to it
 to 32). The two sides alternate batch by batch so both see the same machine load. Prints features/s,
 the ratio, and the PCC of our per-window logits against HF's on the same windows.
 
+--against ort instead runs the first --questions dev questions end to end through bertl11's one pipeline
+(`squad.run.run_squad`: tokenisation, length-bucketed batches, the model, post-processing, the official scoring)
+three ways, alternating round by round: bertl11's fast path (compiled where this machine compiles, as `bertl11
+squad` runs it) and ONNX Runtime fp32 and dynamic int8 on the same HF model (benchmarks/perf_benchmark.py's
+export), each behind the interface the pipeline calls. So both sides count the same tokenisation and
+post-processing on the same windows. Prints, per side, features/s in the model, questions/s end to end, the
+seconds of each stage, EM and F1 (meaningful for a trained model: minilm-squad2, or a hub checkpoint) and the
+ratio to ORT's faster variant.
+
+    python benchmarks/squad_benchmark.py --against ort --model minilm-squad2 --questions 500
+
 --ranks N instead runs `bertl11 squad --fast` over the first --features dev questions twice, as one process
 (--threads, default all cores) and under `torchrun --nproc-per-node N` (--threads / N per rank), and prints each one's
 features/s in the model (rank 0's clock: every rank's share, the wait for the slowest and the gather), the
@@ -30,11 +41,12 @@ from pathlib import Path
 
 import torch
 
-from bertl11 import QAModel, resolve_model
+from bertl11 import QAModel, compiled, resolve_model
 from bertl11.compare import pcc
-from bertl11.perf import hf_logits
+from bertl11.perf import hf_logits, synthetic_inputs
 from bertl11.squad.data import load_squad
 from bertl11.squad.preprocess import bucketed_batches, encode, static_batches
+from bertl11.squad.run import run_squad
 
 
 def first_windows(tokenizer, count: int, data: str):
@@ -82,6 +94,57 @@ def scaling(args) -> None:
     print(f"scaling: {ranks / alone:.2f}x with {args.ranks} ranks; predictions.json {'identical' if same else 'DIFFERENT'}")
 
 
+class OnnxModel:
+    """An ONNX Runtime session behind what the pipeline calls on a `QAModel`: the same source (tokenizer, shape,
+    shipped null-score threshold), device, and (ids, types, mask) -> (start, end) float32 CPU logits."""
+
+    def __init__(self, source, run):
+        self.source, self.run, self.device = source, run, "cpu"
+        self.shape, self.tokenizer = source.shape, source.tokenizer
+
+    def __call__(self, input_ids, token_type_ids, attention_mask):
+        return self.run(input_ids, token_type_ids, attention_mask)
+
+
+def against_ort(args) -> None:
+    from perf_benchmark import onnx_runners  # the same directory: run as python benchmarks/squad_benchmark.py
+
+    torch.set_num_threads(args.threads)
+    source = resolve_model(args.model)
+    dataset = load_squad(args.data, args.questions)
+    started = time.perf_counter()
+    ours = QAModel.load(source, args.config, fast=True, compile=compiled.BUILD)
+    print(f"loaded bertl11 in {time.perf_counter() - started:.1f} s ({ours.load_report.detail}): {ours.ops.kernel()}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="bertl11-onnx-") as directory:
+        example = synthetic_inputs(source.shape.vocab_size, 2, 64)  # the export's batch and sequence axes are dynamic
+        onnx = onnx_runners(source.hf_model(), source.shape, example, args.threads, Path(directory))
+        sides = {f"bertl11 fast ({args.config})": ours, **{name: OnnxModel(source, run) for name, run in onnx.items()}}
+        for model in sides.values():  # untimed: first calls pay for kernel creation at each bucket's shape
+            run_squad(model, dataset, args.batch)
+        runs = {name: [] for name in sides}
+        for round_ in range(args.rounds):
+            for name, model in sides.items():
+                runs[name].append(run_squad(model, dataset, args.batch))
+            print(f"  round {round_ + 1}/{args.rounds} done, load average {os.getloadavg()[0]:.1f}", flush=True)
+
+    def best(name):
+        return min(runs[name], key=lambda run: sum(run.seconds.values()))
+
+    ort_best = min(onnx, key=lambda name: sum(best(name).seconds.values()))
+    print(f"\n{source.name}, first {len(dataset)} dev questions, batch {args.batch}, {torch.get_num_threads()} threads, "
+          f"torch CPU capability {torch.backends.cpu.get_cpu_capability()}, load average {os.getloadavg()[0]:.1f}; "
+          f"best of {args.rounds} rounds")
+    print(f"{'side':<34}{'windows':>8}{'features/s':>12}{'questions/s':>13}{'preprocess s':>14}{'model s':>9}"
+          f"{'postprocess s':>15}{'EM':>7}{'F1':>7}{'x ' + ort_best:>13}")
+    for name in sides:
+        run = best(name)
+        total = sum(run.seconds.values())
+        ratio = sum(best(ort_best).seconds.values()) / total
+        print(f"{name:<34}{run.windows:>8}{run.features_per_second:>12.2f}{len(run.ids) / total:>13.2f}"
+              f"{run.seconds['preprocess']:>14.2f}{run.seconds['model']:>9.2f}{run.seconds['postprocess']:>15.2f}"
+              f"{run.scores['exact']:>7.2f}{run.scores['f1']:>7.2f}{ratio:>13.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="large-random")
@@ -93,7 +156,13 @@ def main() -> None:
                         help="torch CPU threads (default %(default)s); 1 keeps a core another job holds out of every GEMM")
     parser.add_argument("--ranks", type=int, default=None,
                         help="instead: features/s of `bertl11 squad` as 1 process and as N torchrun ranks, and the ratio")
+    parser.add_argument("--against", choices=("ort",), default=None,
+                        help="instead: bertl11's fast path against ONNX Runtime through the same pipeline, end to end")
+    parser.add_argument("--questions", type=int, default=500, help="with --against: the first N dev questions")
+    parser.add_argument("--rounds", type=int, default=3, help="with --against: timed passes per side, alternating")
     args = parser.parse_args()
+    if args.against == "ort":
+        return against_ort(args)
     if args.ranks is not None:
         if args.ranks < 2:
             parser.error("--ranks must be at least 2")

@@ -9,6 +9,7 @@ The cache keeps the result so that later loads skip all of it:
         embeddings.safetensors  layer_00.safetensors ... layer_23.safetensors  qa_outputs.safetensors
     <cache dir>/<model>/<RUN CONFIG>/ttnn/          the TT backend's ttnn.dump_tensor .tensorbin files, per card
     <cache dir>/<model>/<RUN CONFIG>/int8/          the fast path's int8 linears (`quantize.py`), per kernel
+    <cache dir>/<model>/<RUN CONFIG>/compiled/      the fast path's compiled forward (`compiled.py`), per variant
 
 Each tensor is stored as ttnn holds it: BFLOAT8_B tensors packed in ttnn's host tile order (uint8, 1088 bytes
 per 32x32 tile), BFLOAT16 and FLOAT32 tensors as such. Tile-layout tensors (matmul weights and biases, the QA
@@ -21,7 +22,8 @@ Each of these is a verified directory (`verified.py`): used only when its manife
 version, run config, model, source fingerprint) and every file's size and sha256 match the manifest;
 otherwise the reason is reported in one line and the cache is rebuilt, into a private directory renamed
 into place whole, by one converter at a time (a second waits on the lock and loads the first one's
-result instead of repeating a multi-gigabyte conversion). No pickle anywhere: JSON and safetensors only.
+result instead of repeating a multi-gigabyte conversion). No pickle anywhere: JSON and safetensors, and for the
+compiled forward an AOTInductor package (a zip of C++ sources and the shared library, weights inside).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ FORMAT_VERSION = 1
 LAYOUT_DIRECTORY = "safetensors"
 TTNN_DIRECTORY = "ttnn"
 INT8_DIRECTORY = "int8"
+COMPILED_DIRECTORY = "compiled"
 STORAGE_DTYPES = {BFLOAT8_B: torch.uint8, BFLOAT16: torch.bfloat16, FLOAT32: torch.float32}
 _SAFETENSORS_DTYPES = {"U8": torch.uint8, "BF16": torch.bfloat16, "F32": torch.float32}
 ROW_MAJOR_KINDS = ("embedding_weights", "layernorm_weights")
@@ -139,6 +142,11 @@ def _verified(directory: Path, source: ModelSource, run_config: RunConfig, what:
 def int8_cache(cache_dir: str | Path | None, source: ModelSource, run_config: RunConfig) -> VerifiedDirectory:
     """Where the fast path keeps its int8 linears (`quantize.py`, one directory per kernel inside), keyed like this cache."""
     return _verified(cache_home(cache_dir, source, run_config) / INT8_DIRECTORY, source, run_config, "int8 cache")
+
+
+def compiled_cache(cache_dir: str | Path | None, source: ModelSource, run_config: RunConfig) -> VerifiedDirectory:
+    """Where the fast path keeps its compiled forward (`compiled.py`, one directory per variant inside), keyed like this cache."""
+    return _verified(cache_home(cache_dir, source, run_config) / COMPILED_DIRECTORY, source, run_config, "compiled forward")
 
 
 def load(directory: Path, source: ModelSource, run_config: RunConfig) -> dict[str, torch.Tensor]:

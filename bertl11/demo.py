@@ -88,18 +88,21 @@ class DemoResult:
 
 def run_demo(inputs: list[QAInput], model_name: str, config: str, device: str, batch: int, card: str | None = None,
              warnings: list[str] | None = None, cache_dir: Path | None = None, fast: bool = False, trace: bool = False,
-             mesh: tuple[int, int] = (1, 1), progress: bool = False,
+             mesh: tuple[int, int] = (1, 1), compile: str = "cached", progress: bool = False,
              notice: Callable[[str], None] | None = None) -> DemoResult:
-    """Answer `inputs` in one batch, twice (a first and a cached run), with the seed's timings. `progress`: a bar
-    per run (BERT-large on a CPU takes minutes). notice: told, in one line before the batch runs, what the card
-    opened has never run (`Card.untested`); the line is kept in the result's warnings too."""
+    """Answer `inputs` in one batch, twice (a first and a cached run), with the seed's timings. `compile`: what the
+    fast path does when its compiled forward is not cached yet (`compiled.POLICIES`; a 12-question demo does not pay
+    for a compile of minutes). `progress`: a bar per run (BERT-large on a CPU takes minutes). notice: told, in one
+    line before the batch runs, what the card opened has never run (`Card.untested`); the line is kept in the
+    result's warnings too."""
     from .runtime import QAModel
     from .squad.pipeline import run_pipeline
     from .squad.postprocess import SpanSearch
 
     chips = mesh[0] * mesh[1]
     warnings = list(warnings or [])
-    with QAModel.load(model_name, config=config, device=device, cache_dir=cache_dir, fast=fast, trace=trace, mesh=mesh) as model:
+    with QAModel.load(model_name, config=config, device=device, cache_dir=cache_dir, fast=fast, trace=trace, mesh=mesh,
+                      compile=compile) as model:
         opened = model.ops.card  # the card ttnn opened, when no --card was given
         check_batch(batch // chips, device, card or (opened.name if opened is not None else None))  # per chip
         untested = opened.untested(config, batch // chips) if opened is not None else None

@@ -478,7 +478,7 @@ def _concat_heads(plan: Plan, placements, inputs, output) -> OpCost:
 
 
 def _embedding_ops(plan: Plan) -> list[OpCost]:
-    """What the embeddings cost on the device (`backends/ttnn.py`): three table lookups (word, token type, position)
+    """What the embeddings cost on the device (`backends/ttnn/ops.py`): three table lookups (word, token type, position)
     into bfloat16 rows in L1, their sum, a layernorm with the position rows as its residual, then the layer input's
     placement (sharded, or a typecast into the config's dtype)."""
     t, s, card = tensix(plan.card), plan.shape, plan.card

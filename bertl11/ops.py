@@ -130,6 +130,11 @@ class Backend(Protocol):
         """The GEMM kernel this backend chose and why, in one line (`bertl11 perf`); None where it has no choice."""
         return None
 
+    def peak_kernel(self) -> str | None:
+        """The probe's name for the kernel this backend's GEMMs run (`machine.Machine.rates`), whose measured
+        rate is the peak `bertl11 perf` reports utilisation against; None where the probe has none."""
+        return None
+
     def release(self, t: Tensor) -> None:
         """`t` is no longer used by the model."""
 

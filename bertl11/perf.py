@@ -9,6 +9,10 @@ HF in float32.
 
 Inputs are seeded random token ids filling every one of the `--seq` positions (no padding to skip), the
 first quarter question (token type 0), the rest context (1).
+
+Utilisation, as nanoGPT's MFU: the forward's matmul operations (`profile.model_flops`, 2 per multiply-add,
+float or int8) per second of the mean cached run, against the peak `machine.probe` measured for the kernel
+the GEMMs run (per thread, times the threads).
 """
 
 from __future__ import annotations
@@ -110,6 +114,30 @@ def compiled(model, device: str):
     return run
 
 
+def compiled_forward(model) -> bool:
+    """Whether the model's fast path runs its compiled forward (`compiled.py`)."""
+    return getattr(model.ops, "compiled_forward", None) is not None
+
+
+def utilisation(model, batch: int, seq: int, seconds: float) -> dict:
+    """Achieved GOP/s of the forward and, where the probe measured the GEMMs' kernel, its peak on this many
+    threads and the share of it reached."""
+    from .profile import model_flops
+
+    achieved = model_flops(model.shape, batch, seq) / seconds / 1e9
+    row = {"Achieved (GOP/s)": round(achieved, 1)}
+    kernel = model.ops.peak_kernel()
+    if kernel is None:
+        return row
+    from . import machine
+
+    found = machine.probe()
+    if kernel not in found.rates:
+        return row
+    peak = found.rates[kernel] * torch.get_num_threads()
+    return row | {"Peak Kernel": kernel, "Peak (GOP/s)": round(peak, 1), "Utilisation (%)": round(100 * achieved / peak, 1)}
+
+
 def timed(run, inputs) -> tuple[float, torch.Tensor]:
     started = time.perf_counter()
     out = run(*inputs)  # both sides return CPU tensors, so device work has finished when this returns
@@ -141,9 +169,9 @@ def measure(model, *, batch: int, seq: int, iterations: int, compare_hf: bool = 
     logits = torch.stack(logits)
     row = {
         "Model": model.source.name, "Config": model.run_config.name, "Device": device, "Numerics": model.ops.describe(),
-        "Path": ("fast" if model.fast else "simulated") + (", compiled" if compile else ""),
+        "Path": ("fast" if model.fast else "simulated") + (", compiled" if compile or compiled_forward(model) else ""),
         "Batch": batch, "Seq": seq, "Iterations": iterations, "Threads": torch.get_num_threads(),
-        "Load Time (s)": round(model.load_report.seconds, 3),
+        "Load Time (s)": round(model.load_report.seconds, 3), "Load Detail": model.load_report.detail,
     }
     kernel = model.ops.kernel()
     if kernel is not None:
@@ -170,6 +198,7 @@ def measure(model, *, batch: int, seq: int, iterations: int, compare_hf: bool = 
         "Inference Time (s)": round(ours.mean, 4),
         "Min Inference Time (s)": round(ours.best, 4),
         "Throughput (inf/s)": round(ours.throughput(batch), 3),
+        **utilisation(model, batch, seq, ours.mean),
     }
     if theirs:
         yardstick = min(theirs, key=lambda dtype: theirs[dtype].mean)

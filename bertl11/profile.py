@@ -32,6 +32,15 @@ def matmul_flops(call: OpCall) -> int:
     return 0
 
 
+def model_flops(shape, batch: int, seq: int) -> int:
+    """The forward's matmul FLOPs on `batch` sequences of `seq` tokens, counted as `matmul_flops` counts each call:
+    per layer the four linears (QKV, self-output, FF1, FF2) and Q.K^T and probs.V, then the QA head."""
+    tokens, hidden = batch * seq, shape.hidden_size
+    linears = 2 * tokens * hidden * (3 * hidden + hidden + 2 * shape.intermediate_size)
+    attention = 2 * 2 * batch * seq * seq * hidden
+    return shape.num_layers * (linears + attention) + 2 * tokens * hidden * 2
+
+
 def profile_model(model, inputs, iterations: int) -> list[OpCall]:
     """One warm-up run, then `iterations` profiled runs; each op's median duration."""
     from tqdm.auto import tqdm

@@ -28,7 +28,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from .config import BertShape
-from .verified import Outcome, Staging, StaleCache, Staleness, VerifiedDirectory, read_verified
+from .verified import Outcome, Staging, StaleCache, Staleness, UnwritableCache, VerifiedDirectory, read_verified
 from .weights import storage_group, tensor_kind
 
 # Bump whenever what the int8 cache holds changes (quantisation, outlier choice, stored tensors).
@@ -231,8 +231,9 @@ def _load(cache: VerifiedDirectory, flat: dict[str, torch.Tensor], kernel: str) 
 def load_or_quantize(flat: dict[str, torch.Tensor], shape: BertShape, kernel: str, channel_maxima: ChannelMaxima,
                      cache: VerifiedDirectory | None = None) -> tuple[dict, Outcome | None]:
     """{int8 linear weight name: its int8 linear} for the float32 weights `flat`: from `cache`'s directory
-    for this kernel when it verifies, else quantised (calibrating with `channel_maxima`) and written there.
-    Without a cache, quantised every time (outcome None)."""
+    for this kernel when it verifies, else quantised (calibrating with `channel_maxima`) and written there;
+    where that directory cannot be written (a read-only cache root), quantised in memory, as the outcome's
+    detail says. Without a cache, quantised every time (outcome None)."""
     if cache is None:
         return quantize(flat, shape, kernel, channel_maxima), None
     directory = dataclasses.replace(cache, path=cache.path / kernel,
@@ -243,4 +244,8 @@ def load_or_quantize(flat: dict[str, torch.Tensor], shape: BertShape, kernel: st
         _save(staging, linears)
         return linears
 
-    return directory.load_or_build(lambda: _load(directory, flat, kernel), build, built="quantised")
+    try:
+        return directory.load_or_build(lambda: _load(directory, flat, kernel), build, built="quantised")
+    except UnwritableCache as error:
+        linears = quantize(flat, shape, kernel, channel_maxima)
+        return linears, Outcome(False, directory.path, f"quantised in memory ({error})")

@@ -54,15 +54,18 @@ class QAModel:
         fast: bool = False,
         trace: bool = False,
         mesh: tuple[int, int] = (1, 1),
+        compile: str = "cached",
     ) -> "QAModel":
         """Weights come from the on-disk cache (`bertl11.cache`; cache_dir defaults to $BERTL11_CACHE or
         ~/.cache/bertl11): a hit never reads the source's weights, a miss converts them and writes the cache.
-        `fast`: on cpu/cuda, the torch backend's speed path (`backends.torch.FastTorchOps`) instead of the
-        per-op simulation of the config's numerics. `trace`, `mesh`: on tt, the traced 2-queue forward and the
+        `fast`: on cpu/cuda, the torch backend's speed path (`backends.fast.FastTorchOps`) instead of the
+        per-op simulation of the config's numerics. `compile`: with `fast` on CPU, what to do when the compiled
+        forward is not cached yet (`compiled.POLICIES`: "build" compiles it, minutes; "cached", the default,
+        runs eager; "never" always runs eager). `trace`, `mesh`: on tt, the traced 2-queue forward and the
         chips it runs data parallel on (`backends.ttnn.TtnnOps`)."""
         source = model if isinstance(model, ModelSource) else resolve_model(model)
         run_config = get_run_config(config)
-        ops = make_ops(source, run_config, device, fast, cache_dir, trace, mesh)
+        ops = make_ops(source, run_config, device, fast, cache_dir, trace, mesh, compile)
         started = time.perf_counter()
         flat, outcome = load_or_convert(source, run_config, cache_dir)
         params = ops.prepare(flat)
@@ -119,7 +122,8 @@ def require_visible(device: str) -> None:
 
 
 def make_ops(source: ModelSource, run_config: RunConfig, device: str, fast: bool = False,
-             cache_dir: str | Path | None = None, trace: bool = False, mesh: tuple[int, int] = (1, 1)) -> Backend:
+             cache_dir: str | Path | None = None, trace: bool = False, mesh: tuple[int, int] = (1, 1),
+             compile: str = "cached") -> Backend:
     if device not in DEVICES:
         raise UserError(f"unknown device {device!r}; choose one of: {', '.join(DEVICES)}")
     if device == "tt":
@@ -130,9 +134,12 @@ def make_ops(source: ModelSource, run_config: RunConfig, device: str, fast: bool
         return TtnnOps(source.shape, run_config, ttnn_cache_directory(cache_dir, source, run_config),
                        cache_directory(cache_dir, source, run_config) / MANIFEST, trace=trace, mesh=mesh)
     require_visible(device)
-    from .backends.torch import FastTorchOps, TorchOps
-    from .cache import int8_cache
-
     if fast:
-        return FastTorchOps(source.shape, run_config, device, int8_cache(cache_dir, source, run_config))
+        from .backends.fast import FastTorchOps
+        from .cache import compiled_cache, int8_cache
+
+        return FastTorchOps(source.shape, run_config, device, int8_cache(cache_dir, source, run_config),
+                            compiled_cache(cache_dir, source, run_config), compile)
+    from .backends.torch import TorchOps
+
     return TorchOps(source.shape, run_config, device)

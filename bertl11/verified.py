@@ -48,6 +48,11 @@ class Staleness(enum.Enum):
     REQUESTED = "rebuild requested"
 
 
+class UnwritableCache(UserError):
+    """A verified directory that must be (re)built where it cannot be written (a read-only cache root): a
+    one-line `UserError` unless the caller can do without the directory (`quantize.py`, `compiled.py`)."""
+
+
 class StaleCache(Exception):
     """A cache that cannot be used as it is: `kind` says why, the message says it in one line."""
 
@@ -290,7 +295,7 @@ class VerifiedDirectory:
                     manifest = {**self.header, "files": staging.files, **staging.extra}
                     write_file(path / MANIFEST, json.dumps(manifest, indent=1).encode())
         except OSError as error:
-            raise UserError(f"cannot write the {self.what} in {self.path.parent} ({error.strerror or error}); "
-                            "choose another place with --cache-dir or BERTL11_CACHE") from None
+            raise UnwritableCache(f"cannot write the {self.what} in {self.path.parent} ({error.strerror or error}); "
+                                  "choose another place with --cache-dir or BERTL11_CACHE") from None
         detail = f"{built} into {self.path}" if stale.kind is Staleness.ABSENT else f"rebuilt {self.path}: {stale}"
         return result, Outcome(False, self.path, detail, stale)

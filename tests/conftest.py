@@ -16,6 +16,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # One fresh weight cache per test session, shared by the xdist workers (they inherit the controller's
 # environment), so tests neither read nor litter the user's ~/.cache/bertl11.
 os.environ.setdefault("BERTL11_CACHE", tempfile.mkdtemp(prefix="bertl11-test-cache-"))
+# Compiling the fast path's forward (bertl11/compiled.py) takes minutes per model on 2 cores, so tests run it
+# eager unless they force it otherwise (tests/test_compiled.py), as a user can.
+os.environ.setdefault("BERTL11_FAST_PATH", "eager")
 # Under pytest-xdist two workers share the 2 cores: a second OpenMP thread per worker only waits at GEMM
 # barriers (runs got 8-12x slower), so each worker, and the CLIs and notebook kernels it starts, use one.
 if os.environ.get("PYTEST_XDIST_WORKER"):

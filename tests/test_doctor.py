@@ -54,7 +54,20 @@ def test_doctor_shows_the_kernels_a_loaded_model_uses(gemm, int8, monkeypatch, c
     assert line(lines, "weight cache:") == "weight cache: /nonexistent/cache (--cache-dir; not created yet)"
 
 
-@pytest.mark.parametrize("variable", [machine.GEMM_DTYPE_VARIABLE, machine.INT8_KERNEL_VARIABLE])
+@pytest.mark.parametrize("forced", [None, machine.EAGER, machine.COMPILED])
+def test_doctor_says_how_the_fast_path_runs_its_forward(forced, monkeypatch, capsys):
+    if forced:
+        monkeypatch.setenv(machine.FAST_PATH_VARIABLE, forced)
+    else:
+        monkeypatch.delenv(machine.FAST_PATH_VARIABLE, raising=False)
+    _, lines, _ = doctor(capsys)
+    way = forced or (machine.COMPILED if machine.probe().compiler else machine.EAGER)
+    assert line(lines, "fast path on cpu:") == f"fast path on cpu: {way} forward ({machine.probe().forward().reason})"
+    assert line(lines, "GEMM FLOAT32 on cpu:").endswith(f"; {way} forward ({machine.probe().forward().reason})")
+    assert "qlinear" in line(lines, "GEMM rates") or not torch.backends.mkldnn.is_available()
+
+
+@pytest.mark.parametrize("variable", [machine.GEMM_DTYPE_VARIABLE, machine.INT8_KERNEL_VARIABLE, machine.FAST_PATH_VARIABLE])
 def test_doctor_bad_forcing_is_one_line(variable, monkeypatch, capsys):
     monkeypatch.setenv(variable, "fastest")
     code, lines, err = doctor(capsys)

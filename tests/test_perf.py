@@ -13,6 +13,7 @@ from bertl11 import QAModel, machine, resolve_model
 from bertl11.cli import main
 from bertl11.compare import pcc
 from bertl11.perf import Timing, paired_speedup
+from bertl11.profile import model_flops
 from conftest import encode
 
 PERF_COLUMNS = (
@@ -41,6 +42,13 @@ def test_perf_cli_writes_the_report(tmp_path, capsys):
     assert float(row["PCC vs HF float32 (start)"]) >= 0.999 and float(row["PCC vs HF float32 (end)"]) >= 0.999
     assert float(row["Throughput (inf/s)"]) > 0 and float(row["HF Throughput (inf/s)"]) > 0
     assert "Speedup vs HF" in capsys.readouterr().out
+    # utilisation: the forward's operations per second against the probed peak of the kernel its GEMMs run
+    achieved = model_flops(resolve_model("tiny").shape, 2, 64) / float(row["Inference Time (s)"]) / 1e9
+    assert float(row["Achieved (GOP/s)"]) == pytest.approx(achieved, rel=0.01, abs=0.1)
+    assert row["Peak Kernel"] == QAModel.load(resolve_model("tiny"), "BFLOAT8_B-DRAM", fast=True).ops.peak_kernel()
+    peak = machine.probe().rates[row["Peak Kernel"]] * torch.get_num_threads()
+    assert float(row["Peak (GOP/s)"]) == pytest.approx(peak, abs=0.1)
+    assert float(row["Utilisation (%)"]) == pytest.approx(100 * float(row["Achieved (GOP/s)"]) / peak, abs=0.2)
 
 
 @pytest.mark.parametrize(
@@ -104,10 +112,10 @@ def test_fast_path_matches_hf(model_name, config, minimum, references):
         assert torch.equal(end.argmax(-1), reference.end_logits.argmax(-1))
 
 
-@pytest.mark.parametrize("kernel", machine.INT8_KERNELS)
+@pytest.mark.parametrize("kernel", [*machine.INT8_KERNELS_OF[machine.EAGER], "none"])
 def test_each_int8_kernel_matches_hf(kernel, references, monkeypatch):
-    """Every kernel the fast path can pick for 8-bit configs, forced, on real pretrained weights (short
-    windows: on AVX2 `_int_mm` runs a reference kernel)."""
+    """Every kernel the eager fast path can pick for 8-bit configs, forced, on real pretrained weights (short
+    windows: on AVX2 `_int_mm` runs a reference kernel). The compiled forward's qlinear: tests/test_compiled.py."""
     monkeypatch.setenv(machine.INT8_KERNEL_VARIABLE, kernel)
     source, batch, reference = references("minilm")
     model = QAModel.load(source, "BFLOAT8_B-SHARDED", fast=True)

@@ -6,6 +6,7 @@ import pytest
 
 from bertl11 import resolve_model
 from bertl11.cli import main
+from bertl11.profile import model_flops
 
 COLUMNS = ("Layer", "Op", "Op Name", "Input Shapes", "Output Shapes", "Dtype", "Duration (ms)", "FLOPs", "GFLOP/s", "Share (%)")
 # The seed encoder's ops in order, as its report names them (docs/sources.md section 1), numbered.
@@ -49,6 +50,12 @@ def test_flops_follow_the_bert_formula(profiled):
     assert by_name["(3) QK^T"] == by_name["(5) attention.V"] == BATCH * 2 * s * s * d
     assert by_name["(4) softmax"] == 0
     assert int(rows[-1]["FLOPs"]) == BATCH * 2 * s * d * 2  # QA head: d -> start, end
+
+
+def test_model_flops_is_the_sum_of_the_profiled_ops(profiled):
+    """`profile.model_flops` (what `bertl11 perf` reports utilisation from) counts what the profile counts op by op."""
+    rows, _ = profiled
+    assert model_flops(resolve_model("tiny").shape, BATCH, SEQ) == sum(int(r["FLOPs"]) for r in rows)
 
 
 def test_plot_is_a_png(profiled):

@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-import bertl11.backends.torch as torch_backend
+import bertl11.backends.fast as fast_backend
 from bertl11 import QAModel, get_run_config, machine, resolve_model
 from bertl11.cache import int8_cache, load_or_convert
 from bertl11.quantize import INT8_LINEARS, load_or_quantize, quantize_columns, quantize_rows
@@ -49,13 +49,13 @@ def source():
 def calibrations(monkeypatch):
     """Counts the calibration forwards the backend runs."""
     calls = []
-    record = torch_backend.channel_maxima
+    record = fast_backend.channel_maxima
 
     def counted(*args, **kwargs):
         calls.append(1)
         return record(*args, **kwargs)
 
-    monkeypatch.setattr(torch_backend, "channel_maxima", counted)
+    monkeypatch.setattr(fast_backend, "channel_maxima", counted)
     return calls
 
 
@@ -118,7 +118,7 @@ def test_a_damaged_int8_cache_is_rebuilt(source, tmp_path, damage, calibrations)
     kernel = KERNELS[-1]
     flat = {name: t.float() for name, t in load_or_convert(source, CONFIG, tmp_path)[0].items()}
     cache = int8_cache(tmp_path, source, CONFIG)
-    record = lambda *inputs: torch_backend.channel_maxima(*inputs, shape=source.shape)  # noqa: E731
+    record = lambda *inputs: fast_backend.channel_maxima(*inputs, shape=source.shape)  # noqa: E731
     good, outcome = load_or_quantize(flat, source.shape, kernel, record, cache)
     assert not outcome.hit and outcome.stale.kind is Staleness.ABSENT and calibrations == [1]
     harm(outcome.directory)
@@ -133,3 +133,22 @@ def test_a_damaged_int8_cache_is_rebuilt(source, tmp_path, damage, calibrations)
         tokens = torch.randn(40, flat[name].shape[0], generator=generator)
         assert torch.equal(linear(tokens.clone()), loaded[name](tokens.clone())), name
 
+
+
+def test_an_unwritable_int8_cache_quantises_in_memory_and_says_so(source, tmp_path, calibrations, monkeypatch):
+    """Where the int8 directory cannot be made (here a file stands in its way; a read-only cache root fails alike),
+    the int8 linears are quantised in memory and the load detail says so: the load does not fail."""
+    monkeypatch.setenv(machine.INT8_KERNEL_VARIABLE, KERNELS[-1])
+    blocked, writable = tmp_path / "blocked", tmp_path / "writable"
+    QAModel.load(source, CONFIG.name, cache_dir=blocked)  # the weight cache, which the fast path reads
+    (blocked / "tiny" / CONFIG.name / "int8").write_text("in the way")
+    model = QAModel.load(source, CONFIG.name, fast=True, cache_dir=blocked)
+    assert calibrations == [1]
+    detail = model.load_report.detail
+    assert detail.startswith("loaded from ") and "\n" not in detail
+    assert f"; quantised in memory (cannot write the int8 cache in {blocked / 'tiny' / CONFIG.name / 'int8'}" in detail
+    ids = torch.randint(1000, 30000, (2, 24), generator=torch.Generator().manual_seed(0))
+    args = (ids, torch.zeros_like(ids), torch.ones_like(ids))
+    cached = QAModel.load(source, CONFIG.name, fast=True, cache_dir=writable)
+    for a, b in zip(model(*args), cached(*args)):
+        assert torch.equal(a, b), "the linears quantised in memory are the ones a cache would hold"

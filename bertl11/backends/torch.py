@@ -3,23 +3,17 @@
 `TorchOps` simulates the run configuration: every op output is the device's bfloat16 result rounded through
 its storage dtype (BFLOAT8_B via `bfp8.quantize`), so the numbers match what the device stores. Where the
 CPU has no fast bfloat16 GEMM (`machine.probe`), that arithmetic runs in float32 on the rounded values.
-`FastTorchOps` is the speed path (`QAModel.load(..., fast=True)`): the fastest GEMM the machine has (int8 for
-8-bit configs where an int8 kernel is fast), fused attention, no per-op rounding; see its docstring and
-docs/performance.md.
+The speed path (`QAModel.load(..., fast=True)`) builds on it in `backends/fast.py`.
 """
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
 
-from .. import machine, quantize
-from ..config import BFLOAT8_B, BFLOAT16, FLOAT32, BertShape, RunConfig, get_run_config
-from ..model import bert_qa
+from .. import machine
+from ..config import BFLOAT8_B, BFLOAT16, FLOAT32, BertShape, RunConfig
 from ..ops import OPS, Backend
-from ..verified import VerifiedDirectory
 from ..weights import parameter_tree, tensor_kind
 
 TORCH_DTYPES = {FLOAT32: torch.float32, BFLOAT16: torch.bfloat16}
@@ -166,94 +160,3 @@ class TorchOps(Backend):
     def qa_head(self, x, p):
         logits = self._linear(x, p)
         return logits[..., 0], logits[..., 1]
-
-
-class _InputRecorder(TorchOps):
-    """Float32 ops that record, per linear weight, the largest |value| each input channel reaches."""
-
-    def __init__(self, shape: BertShape):
-        super().__init__(shape, get_run_config("FLOAT32"))
-        self.channel_max: dict[int, torch.Tensor] = {}
-
-    def _linear(self, x, p):
-        seen = x.reshape(-1, x.shape[-1]).abs().amax(dim=0)
-        key = id(p.weight)
-        self.channel_max[key] = torch.maximum(self.channel_max.get(key, seen), seen)
-        return super()._linear(x, p)
-
-
-def channel_maxima(flat: dict[str, torch.Tensor], input_ids, token_type_ids, attention_mask,
-                   shape: BertShape) -> dict[str, torch.Tensor]:
-    """For each linear weight of `flat` (float32), the largest |value| each of its input channels reaches in a
-    float32 forward of the model on these inputs: what `quantize.input_outliers` calibrates from."""
-    recorder = _InputRecorder(shape)
-    with torch.inference_mode():
-        bert_qa(recorder, parameter_tree(flat), input_ids, token_type_ids, attention_mask, shape)
-    return {name: recorder.channel_max[id(t)] for name, t in flat.items() if id(t) in recorder.channel_max}
-
-
-class FastTorchOps(TorchOps):
-    """`Backend` tuned for speed rather than for the device's numerics.
-
-    - Weights are laid out once at load. Float GEMMs run in the config's compute dtype (float32 for FLOAT32;
-      otherwise bfloat16 on CUDA, and on CPU whichever of bfloat16 and float32 `machine.probe` finds faster).
-    - On CPU, 8-bit weight configs (BFLOAT8_B) run their encoder linears through an int8 kernel where the
-      machine has a fast one (`machine.Machine.int8_kernel`: `torch._int_mm` with VNNI/AMX, fbgemm on AVX2):
-      weights quantised per output column, activations per token at run time, except a few outlier input
-      channels per linear (`quantize.input_outliers`), whose small slice of the product stays in float32.
-      The int8 weights and outlier channels are made once and kept in `int8_cache` (`quantize.py`).
-      BFLOAT8_B is 8 bits too, but with one exponent per 16 values along the output axis, which an integer
-      GEMM cannot factor out: these are not the device's values. Activations between the int8 GEMMs stay
-      float32 (int32 accumulators dequantise to it).
-    - Op outputs are not rounded through the config's storage dtypes (no per-op BFLOAT8_B simulation).
-    - Q.K^T, softmax and .V run as one fused kernel (`scaled_dot_product_attention` with the padding mask).
-    """
-
-    def __init__(self, shape: BertShape, run_config: RunConfig, device: str | torch.device = "cpu",
-                 int8_cache: VerifiedDirectory | None = None):
-        """int8_cache: where the int8 linears are kept (`cache.int8_cache`); without one they are made at every load."""
-        super().__init__(shape, run_config, device)
-        self.int8_cache = int8_cache
-        self.int8 = machine.Choice("none", "not an 8-bit weight config" if run_config.weights != BFLOAT8_B
-                                   else f"int8 GEMMs are a CPU choice, not taken on {self.torch_device.type}")
-        if self.torch_device.type == "cpu" and run_config.weights == BFLOAT8_B:
-            self.int8 = machine.probe().int8_kernel()
-        if self.int8.kernel != "none":
-            self.gemm_dtype = torch.float32
-        self.dtype = self.held_dtype = self.gemm_dtype  # no per-op rounding here: everything in the GEMM dtype
-
-    def prepare(self, flat: dict[str, torch.Tensor]):
-        if self.int8.kernel == "none":
-            return parameter_tree({name: t.to(self.torch_device, self.dtype) for name, t in flat.items()})
-        flat = {name: t.float() for name, t in flat.items()}
-        record = functools.partial(channel_maxima, shape=self.shape)
-        linears, outcome = quantize.load_or_quantize(flat, self.shape, self.int8.kernel, record, self.int8_cache)
-        self.cache_detail = outcome.detail if outcome is not None else ""
-        return parameter_tree({**flat, **linears})
-
-    def describe(self) -> str:
-        if self.int8.kernel != "none":
-            return (f"int8 encoder linears ({self.int8.kernel}, per-token x per-column, {quantize.OUTLIER_CHANNELS} float "
-                    "input channels), float32 elsewhere")
-        return f"{str(self.dtype).removeprefix('torch.')}, fused attention"
-
-    def kernel(self) -> str:
-        if self.int8.kernel != "none":
-            return f"int8 {self.int8.kernel} encoder linears ({self.int8.reason})"
-        if self.run_config.weights == BFLOAT8_B:
-            return f"{super().kernel()}; no int8 ({self.int8.reason})"
-        return super().kernel()
-
-    def _hold(self, tensor: str, t: torch.Tensor) -> torch.Tensor:
-        return t
-
-    def _linear(self, x: torch.Tensor, p) -> torch.Tensor:
-        if isinstance(p.weight, torch.Tensor):
-            return super()._linear(x, p)
-        return p.weight(x.reshape(-1, x.shape[-1])).add_(p.bias).view(*x.shape[:-1], -1)
-
-    fuses_attention = True
-
-    def fused_attention(self, q, k_t, v, mask, scale):
-        """(3)-(5) in one kernel: softmax(Q.K^T * scale + mask) . V."""
-        return F.scaled_dot_product_attention(q, k_t.transpose(-1, -2), v, attn_mask=mask, scale=scale)

@@ -58,8 +58,9 @@ def run(args) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     options.apply_threads(args)
     options.apply_watcher(args)
+    compile = options.compile_policy(args, len(inputs), model_name)  # the compiled forward when cached or worth it
     result = run_demo(inputs, model_name, args.config, args.device, args.batch, args.card, warnings, args.cache_dir, args.fast,
-                      trace, mesh, progress=sys.stderr.isatty(),
+                      trace, mesh, compile, progress=sys.stderr.isatty(),
                       notice=lambda line: print(f"warning: {line}", file=sys.stderr, flush=True))
     if args.json:
         print(json.dumps({**asdict(result), "throughput": result.throughput}, indent=2))

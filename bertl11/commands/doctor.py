@@ -1,6 +1,6 @@
 """`bertl11 doctor`: what this machine runs, one line per fact: versions, the CPU and what the probe measured
-(`machine.probe`), CUDA devices, the GEMM each run configuration uses here and why, what has run on each Tenstorrent
-card and what is untested there, and the weight cache."""
+(`machine.probe`), how the fast path runs its forward, CUDA devices, the GEMM each run configuration uses here
+and why, what has run on each Tenstorrent card and what is untested there, and the weight cache."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ def report_lines(cache_dir: Path | None = None) -> list[str]:
     import torch
 
     from .. import __version__
-    from ..backends.torch import FastTorchOps, TorchOps
+    from ..backends.fast import FastTorchOps
+    from ..backends.torch import TorchOps
     from ..cache import cache_root
     from ..cards import CARDS
     from ..config import RUN_CONFIGS, BertShape
@@ -36,9 +37,11 @@ def report_lines(cache_dir: Path | None = None) -> list[str]:
         f"transformers: {package_version('transformers')}",
         f"ttnn: {package_version('ttnn')}",
         f"onnxruntime: {package_version('onnxruntime')} (benchmarks only: pip install 'bertl11[bench]')",
+        f"torchao: {package_version('torchao')} (the compiled forward's int8 linears)",
         f"CPU: {cpu_name()}; torch capability {found.capability}; flags {found.flags_text()}",
         f"threads: {found.threads} (torch.get_num_threads)",
-        f"GEMM rates, one thread, {m}x{k} @ {k}x{n} (int8: the whole linear, quantisation included): {rates}",
+        f"GEMM rates, one thread, {m}x{k} @ {k}x{n} (int8: the linear as the fast path runs it): {rates}",
+        f"fast path on cpu: {found.forward().kernel} forward ({found.forward().reason})",
         f"CUDA: {'; '.join(cuda_devices()) or 'no CUDA device visible'}",
     ]
     shape = BertShape(30522, 1024, 24, 16, 4096, 512, 2, 1e-12, "gelu")  # BERT-large; kernels depend on config only

@@ -15,7 +15,7 @@ Choices and help come from the code's tables (`config.RUN_CONFIGS`, `config.DEVI
 checked where it is used (`config.get_run_config`), so a command may read its input file first.
 
 Nothing here imports torch: `bertl11 COMMAND --help` stays instant. The helpers at the end (`apply_threads`,
-`apply_watcher`, `load_model`) turn parsed options into a loaded model, for the commands that run one.
+`apply_watcher`, `compile_policy`, `load_model`) turn parsed options into a loaded model, for the commands that run one.
 """
 
 from __future__ import annotations
@@ -214,11 +214,27 @@ def apply_watcher(args: argparse.Namespace) -> None:
         turn_on_watcher()
 
 
-def load_model(args: argparse.Namespace, model: str | None = None):
-    """The `QAModel` the model options describe (`model` overrides --model, e.g. the demo's fallback)."""
+def compile_policy(args: argparse.Namespace, sequences: int, model: str | None = None) -> str:
+    """What a run of about `sequences` windows (counted at 384 tokens) asks of the fast path's compiled forward
+    (`compiled.POLICIES`): to compile it where the run pays for the compile (`machine.Machine.compile_policy`),
+    else to use it only if it is cached."""
+    if not args.fast or args.device != "cpu":
+        return "cached"
+    apply_threads(args)  # the estimate counts the threads the run will use
+    from ..machine import probe
+    from ..profile import model_flops
+    from ..sources import resolve_model
+
+    return probe().compile_policy(model_flops(resolve_model(model or args.model).shape, sequences, 384))
+
+
+def load_model(args: argparse.Namespace, model: str | None = None, compile: str = "cached"):
+    """The `QAModel` the model options describe (`model` overrides --model, e.g. the demo's fallback); `compile`:
+    what the fast path does when its compiled forward is not cached yet (`compiled.POLICIES`)."""
     from ..runtime import QAModel
 
     apply_threads(args)
     trace, mesh = tt_settings(args)
     apply_watcher(args)
-    return QAModel.load(model or args.model, args.config, args.device, cache_dir=args.cache_dir, fast=args.fast, trace=trace, mesh=mesh)
+    return QAModel.load(model or args.model, args.config, args.device, cache_dir=args.cache_dir, fast=args.fast, trace=trace,
+                        mesh=mesh, compile=compile)

@@ -34,13 +34,14 @@ def add_arguments(parser) -> None:
     options.add_csv_option(parser, "write the report as a one-row CSV")
 
 
-def load_model(args, outputs: dict[str, Path | None]):
+def load_model(args, outputs: dict[str, Path | None], compile: str):
     """The model `args` describe, with its sequence length checked against its position table. The `outputs`
-    ({option: path}) are checked first: a bad output path is refused before a long run, not after it."""
+    ({option: path}) are checked first: a bad output path is refused before a long run, not after it.
+    `compile`: what the fast path does when its compiled forward is not cached yet (`compiled.POLICIES`)."""
     for option, path in outputs.items():
         if path is not None:
             check_output_path(path, option)
-    model = options.load_model(args)
+    model = options.load_model(args, compile=compile)
     if args.seq > model.shape.max_position_embeddings:
         raise UserError(f"--seq {args.seq} exceeds the model's {model.shape.max_position_embeddings} positions")
     return model
@@ -49,7 +50,9 @@ def load_model(args, outputs: dict[str, Path | None]):
 def run(args) -> int:
     from ..perf import measure
 
-    with load_model(args, {"--csv": args.csv}) as model:
+    # perf times the fast path as it runs: compiled where this machine compiles (the load pays any compile);
+    # --compile instead puts torch.compile around the eager ops
+    with load_model(args, {"--csv": args.csv}, "never" if args.compile else "build") as model:
         row = measure(model, batch=args.batch, seq=args.seq, iterations=args.iterations,
                       compare_hf=args.compare == "hf", compile=args.compile)
     width = max(len(k) for k in row)

@@ -68,10 +68,11 @@ def run(args) -> int:
         # Refused rather than waited for: a second run would only overwrite the first one's results.
         with exclusive_lock(out / OUT_LOCK, f"another bertl11 squad writing to {out}", wait=False) if ranks.main else nullcontext():
             with job.node_leader_first() if job else nullcontext():
-                model = options.load_model(args)
+                model = options.load_model(args, compile=options.compile_policy(args, len(dataset["question"])))
             with model:
                 result = run_squad(model, dataset, args.batch, bucket, progress=True,
                                    use_model_threshold=not args.pipeline_null, job=job)
+                numerics, kernel = model.ops.describe(), model.ops.kernel()
             if result is None:
                 return 0  # another rank's share: rank 0 writes and reports
             write_json_files({out / "predictions.json": result.predictions, out / "na_probs.json": result.na_probs,
@@ -82,6 +83,7 @@ def run(args) -> int:
     print(f"{len(result.ids)} questions -> {result.windows} windows ({result.extra_windows} extra from long contexts); "
           f"model {args.model}, {args.config}, batch {args.batch}, {args.device}{processes}, {args.split} articles, "
           f"{'bucketed' if bucket else 'static 384'} batches ({100 * result.padding:.0f}% padding)")
+    print(f"numerics: {numerics}" + (f"; {kernel}" if kernel else ""))
     print(f"EM {scores['exact']:.2f}  F1 {scores['f1']:.2f}  over {scores['total']}")
     for split in ("HasAns", "NoAns"):
         if f"{split}_total" in scores:
