@@ -104,13 +104,14 @@ class DemoResult:
 
 def run_demo(inputs: list[QAInput], model_name: str, config: str, device: str, batch: int, card: str | None = None,
              warnings: list[str] | None = None, cache_dir: Path | None = None, fast: bool = False, trace: bool = False,
-             mesh: tuple[int, int] = (1, 1)) -> DemoResult:
+             mesh: tuple[int, int] = (1, 1), math_fidelity: str | None = None, exact_accumulation: bool = False) -> DemoResult:
     from .runtime import QAModel
     from .squad.pipeline import run_pipeline
     from .squad.postprocess import SpanSearch
 
     chips = mesh[0] * mesh[1]
-    with QAModel.load(model_name, config=config, device=device, cache_dir=cache_dir, fast=fast, trace=trace, mesh=mesh) as model:
+    with QAModel.load(model_name, config=config, device=device, cache_dir=cache_dir, fast=fast, trace=trace, mesh=mesh,
+                      math_fidelity=math_fidelity, exact_accumulation=exact_accumulation) as model:
         opened = model.ops.card  # the card ttnn opened, when no --card was given
         check_batch(batch // chips, device, card or (opened.name if opened is not None else None))  # per chip
         # Two passes: the first includes any compile / program-cache fill, the second is the cached run.

@@ -53,15 +53,19 @@ class QAModel:
         fast: bool = False,
         trace: bool = False,
         mesh: tuple[int, int] = (1, 1),
+        math_fidelity: str | None = None,
+        exact_accumulation: bool = False,
     ) -> "QAModel":
         """Weights come from the on-disk cache (`bertl11.cache`; cache_dir defaults to $BERTL11_CACHE or
         ~/.cache/bertl11): a hit never reads the source's weights, a miss converts them and writes the cache.
         `fast`: on cpu/cuda, the torch backend's speed path (`backends.torch.FastTorchOps`) instead of the
         per-op simulation of the config's numerics. `trace`, `mesh`: on tt, the traced 2-queue forward and the
-        chips it runs data parallel on (`backends.ttnn.TtnnOps`)."""
+        chips it runs data parallel on (`backends.ttnn.TtnnOps`). `math_fidelity`: every matmul at LoFi, HiFi2,
+        HiFi3 or HiFi4 instead of the seed's settings (`config.RunConfig.compute`). `exact_accumulation`: the
+        simulation rounds the card's bfloat16 destination at every matrix-engine step (slow)."""
         source = model if isinstance(model, ModelSource) else resolve_model(model)
-        run_config = get_run_config(config)
-        ops = make_ops(source, run_config, device, fast, cache_dir, trace, mesh)
+        run_config = get_run_config(config, math_fidelity)
+        ops = make_ops(source, run_config, device, fast, cache_dir, trace, mesh, exact_accumulation)
         started = time.perf_counter()
         flat, outcome = load_or_convert(source, run_config, cache_dir)
         params = ops.prepare(flat)
@@ -109,9 +113,14 @@ def require_visible(device: str) -> None:
 
 
 def make_ops(source: ModelSource, run_config: RunConfig, device: str, fast: bool = False,
-             cache_dir: str | Path | None = None, trace: bool = False, mesh: tuple[int, int] = (1, 1)) -> Backend:
+             cache_dir: str | Path | None = None, trace: bool = False, mesh: tuple[int, int] = (1, 1),
+             exact_accumulation: bool = False) -> Backend:
     if device not in DEVICES:
         raise UserError(f"unknown device {device!r}; choose one of: {', '.join(DEVICES)}")
+    if exact_accumulation and (fast or device == "tt"):
+        raise UserError(f"exact accumulation is a mode of the torch simulation, not of {'--fast' if fast else '--device tt'}")
+    if fast and run_config.math_fidelity:
+        raise UserError("--math-fidelity sets the card's matmuls and their simulation; --fast computes exactly")
     if device == "tt":
         from .backends.ttnn import TtnnOps
         from .cache import cache_directory, ttnn_cache_directory
@@ -125,4 +134,4 @@ def make_ops(source: ModelSource, run_config: RunConfig, device: str, fast: bool
 
     if fast:
         return FastTorchOps(source.shape, run_config, device, int8_cache(cache_dir, source, run_config))
-    return TorchOps(source.shape, run_config, device)
+    return TorchOps(source.shape, run_config, device, exact_accumulation)

@@ -48,7 +48,7 @@ def run(args) -> int:
     trace, mesh = options.tt_settings(args)
     check_batch(args.batch // (mesh[0] * mesh[1]), args.device, args.card)
     inputs, warnings = read_inputs(args.input, args.batch)
-    get_run_config(args.config)
+    get_run_config(args.config, args.math_fidelity)
     model_name, fallback = choose_model(args.model)
     if fallback:
         warnings.append(fallback)
@@ -56,7 +56,7 @@ def run(args) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     options.apply_threads(args)
     result = run_demo(inputs, model_name, args.config, args.device, args.batch, args.card, warnings, args.cache_dir, args.fast,
-                      trace, mesh)
+                      trace, mesh, args.math_fidelity, args.exact_accumulation)
     if args.json:
         print(json.dumps({**asdict(result), "throughput": result.throughput}, indent=2))
     else:

@@ -1,5 +1,5 @@
-"""The plan as text: the layout, then one line per op with its program config, output placement and L1 per core
-(`bertl11 plan`)."""
+"""The plan as text: the layout, then one line per op with its program config, compute kernel settings, output
+placement and L1 per core (`bertl11 plan`)."""
 
 from __future__ import annotations
 
@@ -18,12 +18,16 @@ def format_plan(plan: Plan) -> str:
         f"L1 per core: {card.l1_bytes // 1024} KiB, {card.l1_free_bytes // 1024} KiB free for buffers",
         "",
     ]
-    rows = [("#", "op", "program config", "output", "L1/core")]
+    rows = [("#", "op", "program config", "compute", "output", "L1/core")]
     for i, spec in enumerate(ENCODER, 1):
         op = plan.ops[spec.name]
         program = op.program.describe() if op.program else (DATA_MOVEMENT if spec.kind == DATA_MOVEMENT else "default (interleaved)")
-        rows.append((str(i), spec.title, program, op.output.describe(), f"{op.l1_bytes / 1024:.0f} KiB"))
+        compute = plan.config.compute(spec.name)
+        rows.append((str(i), spec.title, program, compute.describe() if compute else "-", op.output.describe(),
+                     f"{op.l1_bytes / 1024:.0f} KiB"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         lines.append("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
+    head = plan.config.compute("qa_head")
+    lines.append(f"outside the encoder: embeddings layernorm {plan.config.compute('embeddings').describe()}; QA head {head.describe()}")
     return "\n".join(lines)
