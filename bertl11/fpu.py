@@ -68,14 +68,15 @@ def phase_operand(t: torch.Tensor, side: str, phase: int) -> torch.Tensor:
     return t - high if phase & LOW_PHASE_BIT[side] else high
 
 
-def matmul(in0: torch.Tensor, in1: torch.Tensor, fidelity: str, in1_cut: bool = False) -> torch.Tensor:
+def matmul(in0: torch.Tensor, in1: torch.Tensor, fidelity: str, in1_cut: bool = False, in0_cut: bool = False) -> torch.Tensor:
     """in0 @ in1 on the matrix engine at `fidelity` (in0 in SrcB, in1 in SrcA), the phase products summed
     as float32 GEMMs sum them (no destination rounding: `dst_matmul` has that), in the operands' dtype (a
     bfloat16 result is the float32 sum rounded once). `in1_cut`: in1 already holds only its SrcA high part
-    (weights cut once at load for LoFi)."""
+    (weights cut once at load for LoFi); `in0_cut`: in0 already is its SrcB high part (BFLOAT8_B values, at
+    most 7 significant bits, always are)."""
     if fidelity == "HiFi4":
         return torch.matmul(in0, in1)
-    in0_high = high_part(in0, SRC_B)
+    in0_high = in0 if in0_cut else high_part(in0, SRC_B)
     if fidelity == "HiFi2":  # phases 0 + 1: A high x B high + A low x B high = A x B high
         return torch.matmul(in0_high, in1)
     in1_high = in1 if in1_cut else high_part(in1, SRC_A)
@@ -204,7 +205,7 @@ def reciprocal_fast(x: torch.Tensor) -> torch.Tensor:
 @functools.cache
 def _table(fn, truncate: bool, device: torch.device) -> torch.Tensor:
     """fn's result for every bfloat16 bit pattern (as an unsigned index), stored as `sfpu` stores it."""
-    every = torch.arange(1 << 16, dtype=torch.int32).to(torch.int16).view(torch.bfloat16).float()
+    every = torch.arange(1 << 16, dtype=torch.int32).to(torch.uint16).view(torch.bfloat16).float()
     out = fn(every)
     return (truncate_bfloat16(out).to(torch.bfloat16) if truncate else out).to(device)
 
@@ -215,6 +216,7 @@ def sfpu(fn, x: torch.Tensor, truncate: bool) -> torch.Tensor:
     bfloat16). bfloat16 inputs go through a table of fn's 65,536 results, made once per function: the same
     values in one gather instead of fn's many passes."""
     if x.dtype == torch.bfloat16:
-        return _table(fn, truncate, x.device)[x.view(torch.int16).to(torch.int32).bitwise_and_(0xFFFF)]
+        patterns = x.reshape(-1).view(torch.uint16).to(torch.int32)
+        return _table(fn, truncate, x.device).index_select(0, patterns).view(x.shape)
     out = fn(x.float())
     return truncate_bfloat16(out) if truncate else out

@@ -24,7 +24,7 @@ from ..cards import CARDS
 from ..config import BFLOAT8_B, BFLOAT16, FLOAT32, BertShape, RunConfig, get_run_config
 from ..errors import UserError
 from ..model import bert_qa
-from ..ops import LINEAR, OPS, Backend
+from ..ops import BATCHED_MATMUL, LAYER_INPUT, LINEAR, OPS, Backend
 from ..plan.derive import hidden_groups
 from ..plan.types import EncoderShape
 from ..verified import VerifiedDirectory
@@ -34,6 +34,13 @@ TORCH_DTYPES = {FLOAT32: torch.float32, BFLOAT16: torch.bfloat16}
 GEMM_KINDS = ("matmul_weights", "qa_head_weights")
 # The seed clamps HF's extended attention mask to this value (finfo.min overflows in bf16 arithmetic).
 MASK_VALUE = -100000.0
+# The tensors each matmul's in0 (its activations) can be: what the op before it writes (`OpSpec.inputs`); the
+# encoder's input is the embeddings' or the previous layer's output; the QA head reads the last layer's.
+IN0_TENSORS = {
+    op.name: ({OPS["embeddings"].output, OPS["ffn_add_layernorm"].output} if op.inputs[0] == LAYER_INPUT
+              else {OPS[op.inputs[0]].output})
+    for op in OPS.values() if op.kind in (LINEAR, BATCHED_MATMUL)
+} | {"qa_head": {OPS["ffn_add_layernorm"].output}}
 # With exact accumulation, a linear's K runs in as many blocks as the plan gives it on this card (one per hidden
 # group: the K a core holds); the batched attention matmuls and the QA head take K in one block.
 ACCUMULATION_CARD = "n150"
@@ -88,6 +95,9 @@ class TorchOps(Backend):
         self.exact_accumulation = exact_accumulation
         self.k_groups = hidden_groups(EncoderShape.from_bert(shape), max(CARDS[ACCUMULATION_CARD].grid))
         self.cut_weights: set[str] = set()  # ops whose weights hold only their SrcA high part (LoFi, cut at load)
+        # Ops whose in0 is held in BFLOAT8_B: at most 7 significant bits, all in SrcB's high part, so never cut.
+        self.block_float_in0 = {op for op, tensors in IN0_TENSORS.items()
+                                if all(run_config.dtype_of(t) == BFLOAT8_B for t in tensors)}
         # Where bfloat16 GEMMs are not native, they run in float32 on the bfloat16 operands: a bfloat16 x
         # bfloat16 product is exact in float32 and the sums accumulate in float32 either way, so only the
         # summation order differs. Everything else still computes in bfloat16 (elementwise kernels are fast
@@ -163,9 +173,10 @@ class TorchOps(Backend):
         return t.to(self.dtype)
 
     def _wide(self, t: torch.Tensor) -> torch.Tensor:
-        """An FPU operand before an elementwise op whose result `_dst` rounds: float32 with exact accumulation,
-        so that `fpu.round_dst` does the rounding; otherwise as it is (torch's bfloat16 arithmetic rounds once)."""
-        return t.float() if self.exact_accumulation else t
+        """An FPU operand (a value the compute dtype holds exactly) before an elementwise op whose result `_dst`
+        rounds: float32 with exact accumulation, so that `fpu.round_dst` does the rounding; otherwise in the
+        compute dtype, whose arithmetic computes in float32 and rounds once."""
+        return t.float() if self.exact_accumulation else t.to(self.dtype)
 
     def _sfpu(self, op: str, fn, x: torch.Tensor) -> torch.Tensor:
         """`fn` on the vector unit (SFPU) over `op`'s destination values x, stored back (`fpu.sfpu`)."""
@@ -177,7 +188,7 @@ class TorchOps(Backend):
         fidelity = self.compute[op].math_fidelity
         if self.exact_accumulation:
             return fpu.dst_matmul(in0, in1, fidelity, self._k_block(op, in0.shape[-1]))
-        return fpu.matmul(in0, in1, fidelity, in1_cut=op in self.cut_weights)
+        return fpu.matmul(in0, in1, fidelity, in1_cut=op in self.cut_weights, in0_cut=op in self.block_float_in0)
 
     def _k_block(self, op: str, k: int) -> int | None:
         """K tiles per block for exact accumulation: a linear's K split over the hidden groups, else all of K."""
