@@ -341,14 +341,14 @@ def test_approximations_follow_their_rules_on_every_bfloat16(fn, rule, domain):
 
 
 def test_approximations_are_close_to_the_functions():
-    """What they cost: the fast GELU is off by up to 0.03 (near |x| = 0.25), the exp by up to 6 %, the
-    reciprocal by under 0.02 %."""
-    x = torch.linspace(-6, 6, 4001)
-    assert (fpu.gelu_fast(x) - torch.nn.functional.gelu(x)).abs().max() < 0.03
-    y = torch.linspace(-20, 10, 4001)
-    assert ((fpu.exp_fast(y) / torch.exp(y)) - 1).abs().max() < 0.06
-    z = torch.linspace(0.01, 1000, 4001)
-    assert ((fpu.reciprocal_fast(z) * z) - 1).abs().max() < 2e-4
+    """What they cost: the fast GELU is off by up to 0.024 (near |x| = 0.25), the exp by up to 3.2 %, the
+    reciprocal by up to 0.011 %."""
+    x = torch.linspace(-6, 6, 12001)
+    assert (fpu.gelu_fast(x) - torch.nn.functional.gelu(x)).abs().max() < 0.024
+    y = torch.linspace(-20, 10, 30001)
+    assert ((fpu.exp_fast(y).double() / torch.exp(y.double())) - 1).abs().max() < 0.032
+    z = torch.exp(torch.linspace(-5, 7, 10001))
+    assert ((fpu.reciprocal_fast(z).double() * z) - 1).abs().max() < 1.1e-4
 
 
 def test_truncation_into_bfloat16():

@@ -204,6 +204,7 @@ class TorchOps(Backend):
         return summed
 
     def _device_linear(self, op: str, x: torch.Tensor, p) -> torch.Tensor:
+        """A linear in the card's arithmetic: [B, S, K] @ weight + bias, the fused activation."""
         tokens = x.reshape(-1, x.shape[-1])
         out = self._finish_linear(op, self._product(op, tokens, p.weight), p.bias, OPS[op].activation)
         return out.view(*x.shape[:-1], -1)
@@ -216,6 +217,7 @@ class TorchOps(Backend):
         return F.gelu(out, approximate=self.gelu_approximate) if OPS[op].activation == "gelu" else out
 
     def _matmul_op(self, op: str, in0: torch.Tensor, in1: torch.Tensor) -> torch.Tensor:
+        """An attention matmul's output before storage: the card's arithmetic, or the exact one."""
         if self.compute[op] is not None:
             return self._dst(op, self._product(op, in0, in1))
         return self._matmul(in0, in1)
