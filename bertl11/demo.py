@@ -88,13 +88,14 @@ class DemoResult:
 
 def run_demo(inputs: list[QAInput], model_name: str, config: str, device: str, batch: int, card: str | None = None,
              warnings: list[str] | None = None, cache_dir: Path | None = None, fast: bool = False, trace: bool = False,
-             mesh: tuple[int, int] = (1, 1), compile: str = "cached", progress: bool = False,
+             mesh: tuple[int, int] = (1, 1), compile: str = "cached", math_fidelity: str | None = None,
+             exact_accumulation: bool = False, progress: bool = False,
              notice: Callable[[str], None] | None = None) -> DemoResult:
     """Answer `inputs` in one batch, twice (a first and a cached run), with the seed's timings. `compile`: what the
     fast path does when its compiled forward is not cached yet (`compiled.POLICIES`; a 12-question demo does not pay
     for a compile of minutes). `progress`: a bar per run (BERT-large on a CPU takes minutes). notice: told, in one
     line before the batch runs, what the card opened has never run (`Card.untested`); the line is kept in the
-    result's warnings too."""
+    result's warnings too. `math_fidelity`, `exact_accumulation`: as `QAModel.load`."""
     from .runtime import QAModel
     from .squad.pipeline import run_pipeline
     from .squad.postprocess import SpanSearch
@@ -102,7 +103,7 @@ def run_demo(inputs: list[QAInput], model_name: str, config: str, device: str, b
     chips = mesh[0] * mesh[1]
     warnings = list(warnings or [])
     with QAModel.load(model_name, config=config, device=device, cache_dir=cache_dir, fast=fast, trace=trace, mesh=mesh,
-                      compile=compile) as model:
+                      compile=compile, math_fidelity=math_fidelity, exact_accumulation=exact_accumulation) as model:
         opened = model.ops.card  # the card ttnn opened, when no --card was given
         check_batch(batch // chips, device, card or (opened.name if opened is not None else None))  # per chip
         untested = opened.untested(config, batch // chips) if opened is not None else None

@@ -55,6 +55,8 @@ class QAModel:
         trace: bool = False,
         mesh: tuple[int, int] = (1, 1),
         compile: str = "cached",
+        math_fidelity: str | None = None,
+        exact_accumulation: bool = False,
     ) -> "QAModel":
         """Weights come from the on-disk cache (`bertl11.cache`; cache_dir defaults to $BERTL11_CACHE or
         ~/.cache/bertl11): a hit never reads the source's weights, a miss converts them and writes the cache.
@@ -62,10 +64,12 @@ class QAModel:
         per-op simulation of the config's numerics. `compile`: with `fast` on CPU, what to do when the compiled
         forward is not cached yet (`compiled.POLICIES`: "build" compiles it, minutes; "cached", the default,
         runs eager; "never" always runs eager). `trace`, `mesh`: on tt, the traced 2-queue forward and the
-        chips it runs data parallel on (`backends.ttnn.TtnnOps`)."""
+        chips it runs data parallel on (`backends.ttnn.TtnnOps`). `math_fidelity`: every matmul at LoFi, HiFi2,
+        HiFi3 or HiFi4 instead of the seed's settings (`config.RunConfig.compute`). `exact_accumulation`: the
+        simulation rounds the card's bfloat16 destination at every matrix-engine step (slow)."""
         source = model if isinstance(model, ModelSource) else resolve_model(model)
-        run_config = get_run_config(config)
-        ops = make_ops(source, run_config, device, fast, cache_dir, trace, mesh, compile)
+        run_config = get_run_config(config, math_fidelity)
+        ops = make_ops(source, run_config, device, fast, cache_dir, trace, mesh, compile, exact_accumulation)
         started = time.perf_counter()
         flat, outcome = load_or_convert(source, run_config, cache_dir)
         params = ops.prepare(flat)
@@ -123,9 +127,13 @@ def require_visible(device: str) -> None:
 
 def make_ops(source: ModelSource, run_config: RunConfig, device: str, fast: bool = False,
              cache_dir: str | Path | None = None, trace: bool = False, mesh: tuple[int, int] = (1, 1),
-             compile: str = "cached") -> Backend:
+             compile: str = "cached", exact_accumulation: bool = False) -> Backend:
     if device not in DEVICES:
         raise UserError(f"unknown device {device!r}; choose one of: {', '.join(DEVICES)}")
+    if exact_accumulation and (fast or device == "tt"):
+        raise UserError(f"exact accumulation is a mode of the torch simulation, not of {'--fast' if fast else '--device tt'}")
+    if fast and run_config.math_fidelity:
+        raise UserError("--math-fidelity sets the card's matmuls and their simulation; --fast computes exactly")
     if device == "tt":
         from .backends.ttnn import TtnnOps
         from .cache import cache_directory, ttnn_cache_directory
@@ -142,4 +150,4 @@ def make_ops(source: ModelSource, run_config: RunConfig, device: str, fast: bool
                             compiled_cache(cache_dir, source, run_config), compile)
     from .backends.torch import TorchOps
 
-    return TorchOps(source.shape, run_config, device)
+    return TorchOps(source.shape, run_config, device, exact_accumulation)

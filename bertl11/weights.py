@@ -63,6 +63,18 @@ def tensor_kind(name: str) -> str:
     return "matmul_weights"
 
 
+# The linear each weight matrix belongs to: the op that multiplies by it (`ops.OPS`), by the weight's name.
+LINEAR_OPS = {"attention.self.qkv.weight": "qkv", "attention.output.dense.weight": "self_output",
+              "intermediate.dense.weight": "ff1_gelu", "output.dense.weight": "ff2", "qa_outputs.weight": "qa_head"}
+
+
+def linear_op(name: str) -> str | None:
+    """The op whose matmul takes parameter `name` as its weight matrix (in1), e.g. "ff2"; None for the rest.
+    The longest matching name wins ("attention.output.dense.weight" also ends in "output.dense.weight")."""
+    matches = [suffix for suffix in LINEAR_OPS if name == suffix or name.endswith("." + suffix)]
+    return LINEAR_OPS[max(matches, key=len)] if matches else None
+
+
 def storage_group(name: str) -> str:
     """Which file of a cache a parameter is stored in: one per encoder layer ("layer_07"), "embeddings", "qa_outputs"."""
     layer = re.match(r"bert\.encoder\.layer\.(\d+)\.", name)

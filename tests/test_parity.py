@@ -22,8 +22,9 @@ def case(request, squad_pairs):
     return source, batch, reference
 
 
-def run(source, config, batch):
-    return QAModel.load(source, config)(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
+def run(source, config, batch, math_fidelity=None):
+    model = QAModel.load(source, config, math_fidelity=math_fidelity)
+    return model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
 
 
 def test_float32_matches_hf(case, record_property):
@@ -40,8 +41,10 @@ def test_float32_matches_hf(case, record_property):
 
 
 def test_bfloat16_matches_float32_hf(case):
+    """What the bfloat16 format costs, with every matmul at HiFi4 (exact on bfloat16 operands); the seed's LoFi
+    matmuls cost more (docs/squad.md)."""
     source, batch, reference = case
-    start, end = run(source, "BFLOAT16-DRAM", batch)
+    start, end = run(source, "BFLOAT16-DRAM", batch, math_fidelity="HiFi4")
     assert pcc(start, reference.start_logits) >= 0.99
     assert pcc(end, reference.end_logits) >= 0.99
 

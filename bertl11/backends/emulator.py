@@ -7,8 +7,11 @@ holds it when the input is sharded) and writing the block subblock by subblock; 
 its shard; layernorm over its block, with the row statistics gathered from the other cores of its grid
 line. Every output tile must be written exactly once (`EmulationError` otherwise), and a K remainder that
 in0_block_w does not reach is never read, so a wrong per-core block, subblock or K step shows up either as
-an error or as a wrong number. Everything is float32; dtypes are the torch backend's business. Embeddings,
-the mask and the QA head are not part of the plan and run as the float32 torch backend runs them.
+an error or as a wrong number. The arithmetic is the plan config's (`fpu.py`, through the torch backend's
+helpers: matmul operands cut to their fidelity's bits, the fast GELU, the softmax's approximate exp and
+reciprocal) in float64 without the storage dtypes' roundings: sums of cut operands are then the same in any
+order, so the grid must equal dense torch with the same arithmetic even through the approximations' steps.
+Embeddings, the mask and the QA head are not part of the plan and run as the torch backend runs them.
 
 Only the cores of the `rows` batch rows do the arithmetic (all of them by default; the other sequences'
 outputs are left undefined); the rest still do the bookkeeping, so coverage is checked for the whole grid
@@ -29,6 +32,10 @@ from ..plan import TILE, LayerNormProgram, MatmulProgram, Plan, SoftmaxProgram, 
 from .torch import TorchOps
 
 
+# What the emulator computes in (`TorchOps(dtype=...)`): see the module docstring.
+EMULATION_DTYPE = torch.float64
+
+
 class EmulationError(AssertionError):
     """The plan does not map the computation onto the grid: a block outside the tensor, a tile written
     twice or never, a K block straddling two cores' shards."""
@@ -44,7 +51,7 @@ class GridEmulator(TorchOps):
     arithmetic (all by default). The plan is fixed, so a batch must have the plan's batch and sequence length."""
 
     def __init__(self, plan: Plan, shape: BertShape, rows: list[int] | None = None):
-        super().__init__(shape, get_run_config("FLOAT32"))
+        super().__init__(shape, get_run_config("FLOAT32"), arithmetic=plan.config, dtype=EMULATION_DTYPE)
         self.plan = plan
         self.rows = set(range(plan.batch) if rows is None else rows)
         self.cores = [(b, g) for b in range(plan.batch) for g in range(plan.groups)]
@@ -57,7 +64,7 @@ class GridEmulator(TorchOps):
     # ------------------------------------------------------------------ the Backend protocol
 
     def describe(self) -> str:
-        return f"grid emulation of {self.plan.card.title}, batch {self.plan.batch}, {self.plan.config.name} (float32)"
+        return f"grid emulation of {self.plan.card.title}, batch {self.plan.batch}, {self.plan.config.name} arithmetic (float64)"
 
     def prepare(self, flat: dict[str, torch.Tensor]):
         """QKV weights interleaved in the plan's groups, as the TT backend lays them out."""
@@ -154,7 +161,7 @@ class GridEmulator(TorchOps):
         """2D multicast matmul: [M, K] @ [K, N] + bias, each core one block, K in in0_block_w steps."""
         m, k = a.shape
         n = weight.shape[1]
-        out = torch.empty(m, n)
+        out = torch.empty(m, n, dtype=self.dtype)
         writes = torch.zeros(m // TILE, n // TILE, dtype=torch.int32)
         k_tiles, bw = k // TILE, prog.in0_block_w
         shard_k = k_tiles // self.plan.groups
@@ -174,10 +181,8 @@ class GridEmulator(TorchOps):
                 self._write_subblocks(writes, None, None, rows, cols, prog)
                 continue
             if rows.start not in line_products:
-                line_products[rows.start] = a[rows, covered] @ weight[covered]
-            acc = line_products[rows.start][:, cols] + bias[cols]
-            if prog.fused_activation == "gelu":
-                acc = F.gelu(acc, approximate=self.gelu_approximate)
+                line_products[rows.start] = self._product(name, a[rows, covered], weight[covered])
+            acc = self._finish_linear(name, line_products[rows.start][:, cols], bias[cols], prog.fused_activation)
             self._write_subblocks(writes, out, acc, rows, cols, prog)
         self._check_coverage(name, writes)
         return out
@@ -199,7 +204,7 @@ class GridEmulator(TorchOps):
         per_core_M rows (several heads) by per_core_N columns, K in in0_block_w steps."""
         heads, m, k = a.shape
         n = b_mat.shape[-1]
-        out = torch.empty(heads * m, n)
+        out = torch.empty(heads * m, n, dtype=self.dtype)
         writes = torch.zeros(heads * m // TILE, n // TILE, dtype=torch.int32)
         n_blocks = max(1, n // TILE // prog.per_core_N)
         k_tiles, bw = k // TILE, prog.in0_block_w
@@ -211,16 +216,16 @@ class GridEmulator(TorchOps):
             if b not in self.rows:
                 self._write_subblocks(writes, None, None, rows, cols, prog)
                 continue
-            acc = torch.zeros(rows.stop - rows.start, cols.stop - cols.start)
+            acc = torch.zeros(rows.stop - rows.start, cols.stop - cols.start, dtype=self.dtype)
             row = rows.start
             while row < rows.stop:  # the core's rows, one head's matrix at a time
                 head, offset = divmod(row, m)
                 span = min(m - offset, rows.stop - row)
                 for step in range(k_tiles // bw):
                     ks = slice(step * bw * TILE, (step + 1) * bw * TILE)
-                    acc[row - rows.start:row - rows.start + span] += a[head, offset:offset + span, ks] @ b_mat[head, ks, cols]
+                    acc[row - rows.start:row - rows.start + span] += self._product(name, a[head, offset:offset + span, ks], b_mat[head, ks, cols])
                 row += span
-            self._write_subblocks(writes, out, acc, rows, cols, prog)
+            self._write_subblocks(writes, out, self._dst(name, acc), rows, cols, prog)
         self._check_coverage(name, writes)
         return out
 
@@ -254,13 +259,12 @@ class GridEmulator(TorchOps):
             writes[rows.start // TILE:rows.stop // TILE, cols.start // TILE:cols.stop // TILE] += 1
             if not emulated:
                 continue
-            x = scores[rows, cols] * scale + mask[torch.arange(rows.start, rows.stop) // rows_per_batch][:, cols]
-            x = x - x.amax(dim=-1, keepdim=True)
+            x = self._softmax_input(scores[rows, cols], mask[torch.arange(rows.start, rows.stop) // rows_per_batch][:, cols], scale)
             exps = torch.full_like(x, math.nan)
             for c in range(x.shape[1] // (sub * TILE)):
                 part = slice(c * sub * TILE, (c + 1) * sub * TILE)
-                exps[:, part] = x[:, part].exp()
-            out[rows, cols] = exps / exps.sum(dim=-1, keepdim=True)
+                exps[:, part] = self._exp(x[:, part])
+            out[rows, cols] = self._normalize(exps)
         self._check_coverage("softmax", writes)
         return out
 

@@ -145,7 +145,7 @@ class FastTorchOps(TorchOps):
         """int8_cache: where the eager int8 linears are kept (`cache.int8_cache`); without one they are made at
         every load. compiled_cache: where the compiled forward is kept (`cache.compiled_cache`); without one
         the forward runs eager. compile: one of `compiled.POLICIES` (see the class docstring)."""
-        super().__init__(shape, run_config, device)
+        super().__init__(shape, run_config, device, arithmetic=get_run_config("FLOAT32"))  # exact arithmetic
         if compile not in compiled.POLICIES:
             raise ValueError(f"compile={compile!r}: choose one of {compiled.POLICIES}")
         self.int8_cache, self.compiled_cache, self.compile = int8_cache, compiled_cache, compile

@@ -50,7 +50,7 @@ def run(args) -> int:
     trace, mesh = options.tt_settings(args)
     check_batch(args.batch // (mesh[0] * mesh[1]), args.device, args.card)
     inputs, warnings = read_inputs(args.input, args.batch)
-    get_run_config(args.config)
+    get_run_config(args.config, args.math_fidelity)
     model_name, fallback = (args.model, None) if args.model is not None else default_model()
     if fallback:
         warnings.append(fallback)
@@ -60,7 +60,7 @@ def run(args) -> int:
     options.apply_watcher(args)
     compile = options.compile_policy(args, len(inputs), model_name)  # the compiled forward when cached or worth it
     result = run_demo(inputs, model_name, args.config, args.device, args.batch, args.card, warnings, args.cache_dir, args.fast,
-                      trace, mesh, compile, progress=sys.stderr.isatty(),
+                      trace, mesh, compile, args.math_fidelity, args.exact_accumulation, progress=sys.stderr.isatty(),
                       notice=lambda line: print(f"warning: {line}", file=sys.stderr, flush=True))
     if args.json:
         print(json.dumps({**asdict(result), "throughput": result.throughput}, indent=2))

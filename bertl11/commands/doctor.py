@@ -1,6 +1,7 @@
 """`bertl11 doctor`: what this machine runs, one line per fact: versions, the CPU and what the probe measured
 (`machine.probe`), how the fast path runs its forward, CUDA devices, the GEMM each run configuration uses here
-and why, what has run on each Tenstorrent card and what is untested there, and the weight cache."""
+and why, the compute kernel settings each configuration's ops run with on a card (and in its simulation), what has
+run on each Tenstorrent card and what is untested there, and the weight cache."""
 
 from __future__ import annotations
 
@@ -51,10 +52,29 @@ def report_lines(cache_dir: Path | None = None) -> list[str]:
             simulated = TorchOps(shape, run_config, device).kernel()
             fast = FastTorchOps(shape, run_config, device).kernel()
             lines.append(f"GEMM {name} on {device}: simulation {simulated}; --fast {fast}")
+    lines += compute_lines()
     lines += [f"Tenstorrent {card.tested_text()}" for card in CARDS.values()]
     root, origin = cache_root(cache_dir)
     lines.append(f"weight cache: {root} ({ROOT_ORIGINS.get(origin, '$' + origin)}; "
                  f"{'exists' if root.is_dir() else 'not created yet'})")
+    return lines
+
+
+def compute_lines() -> list[str]:
+    """One line per card configuration: its ops grouped by compute kernel settings (`RunConfig.compute`)."""
+    from ..config import TT_CONFIGS, get_run_config
+    from ..ops import OPS
+
+    lines = []
+    for name in TT_CONFIGS:
+        config = get_run_config(name)
+        groups: dict[str, list[str]] = {}
+        for op, spec in OPS.items():
+            settings = config.compute(op)
+            if settings is not None:
+                groups.setdefault(settings.describe(), []).append(spec.title)
+        described = "; ".join(f"{settings}: {', '.join(dict.fromkeys(titles))}" for settings, titles in groups.items())
+        lines.append(f"compute {name} (the seed's on ttnn 0.81; --math-fidelity sets the matmuls'): {described}")
     return lines
 
 

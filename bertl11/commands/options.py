@@ -3,6 +3,8 @@
     --model --config --cache-dir      which weights (`add_weight_options`; `bertl11 convert` takes only these)
     --device --batch --threads        where and how many (`add_model_options` adds these and the above)
     --fast / --simulate               the torch backend's speed path or its per-op simulation of the config
+    --math-fidelity                   every matmul's math fidelity (the card's and the simulation's)
+    --exact-accumulation              the simulation rounds the card's bfloat16 destination at every step
     --card                            a Tenstorrent card, for its grid and batch limits
     --mesh --trace / --no-trace       --device tt: data parallel over a mesh of chips; the traced, 2-queue forward
     --watcher                         --device tt: tt-metal's watcher on, for a first run on a card
@@ -24,7 +26,7 @@ import argparse
 from pathlib import Path
 
 from ..cards import CARDS
-from ..config import DEFAULT_RUN_CONFIG, DEVICES, RUN_CONFIGS
+from ..config import DEFAULT_RUN_CONFIG, DEVICES, MATH_FIDELITIES, RUN_CONFIGS
 from ..errors import UserError, require_at_least
 from ..sources import DEFAULT_MODEL, OFFLINE_MODELS
 from ..squad.data import HUB_DATASET, LOCAL_DEV_FILE
@@ -133,6 +135,12 @@ def tt_settings(args: argparse.Namespace) -> tuple[bool, tuple[int, int]]:
     return (trace if trace is not None else getattr(args, "trace_default", False)), mesh or (1, 1)
 
 
+def add_math_fidelity_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--math-fidelity", choices=list(MATH_FIDELITIES), default=None,
+                        help="run every matmul at this fidelity, on the card and in its simulation (default: the seed's, "
+                             "LoFi; FLOAT32 and --fast compute exactly)")
+
+
 def add_threads_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=count("--threads"), default=None,
                         help="torch CPU threads (default: one per core, shared out among the ranks on this node under torchrun)")
@@ -150,8 +158,12 @@ def add_model_options(parser: argparse.ArgumentParser, *, batch: int, fast: bool
     path.add_argument("--fast", dest="fast", action="store_true", default=fast,
                       help="torch backend: the speed path" + (" (the default)" if fast else ""))
     path.add_argument("--simulate", dest="fast", action="store_false",
-                      help="torch backend: the per-op simulation of the config's storage dtypes (what parity tests check)"
-                           + ("" if fast else " (the default)"))
+                      help="torch backend: the per-op simulation of the config's storage dtypes and the card's arithmetic "
+                           "(what parity tests check)" + ("" if fast else " (the default)"))
+    add_math_fidelity_option(parser)
+    parser.add_argument("--exact-accumulation", action="store_true",
+                        help="simulation: round the card's bfloat16 destination at every matrix-engine step, as the card "
+                             "does, rather than once per result (several times slower)")
     add_tt_options(parser, trace=trace)
 
 
@@ -237,4 +249,5 @@ def load_model(args: argparse.Namespace, model: str | None = None, compile: str 
     trace, mesh = tt_settings(args)
     apply_watcher(args)
     return QAModel.load(model or args.model, args.config, args.device, cache_dir=args.cache_dir, fast=args.fast, trace=trace,
-                        mesh=mesh, compile=compile)
+                        mesh=mesh, compile=compile, math_fidelity=args.math_fidelity,
+                        exact_accumulation=args.exact_accumulation)

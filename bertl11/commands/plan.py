@@ -1,5 +1,6 @@
 """`bertl11 plan`: the Tensix sharding plan for a card, batch, config and model: every op's program config, derived
-and validated (`bertl11.plan`), with the device time `bertl11 estimate` predicts for it, as text or as JSON."""
+and validated (`bertl11.plan`), the compute kernel settings it runs with (`config.RunConfig.compute`), and the device
+time `bertl11 estimate` predicts for it, as text or as JSON."""
 
 from __future__ import annotations
 
@@ -15,18 +16,20 @@ def add_arguments(parser) -> None:
     options.add_config_option(parser, TT_CONFIGS)
     options.add_model_option(parser, default=None, default_help="BERT-large, the seed's shape",
                              what="the model whose shape is planned (only its config is read)")
+    options.add_math_fidelity_option(parser)
     options.add_json_option(parser, "print the plan as one JSON object (grids as [rows, columns], program configs "
                                     "under ttnn's names)")
 
 
 def run(args) -> int:
+    from ..config import get_run_config
     from ..estimate import predict_op
     from ..ops import ENCODER_OPS
     from ..plan import BERT_LARGE, EncoderShape, format_plan, make_plan, plan_data
     from ..sources import model_shape
 
     shape = BERT_LARGE if args.model is None else EncoderShape.from_bert(model_shape(args.model))
-    plan = make_plan(args.card, args.batch, args.config, shape)
+    plan = make_plan(args.card, args.batch, get_run_config(args.config, args.math_fidelity), shape)
     costs = {name: predict_op(plan, name) for name in ENCODER_OPS}  # the time `bertl11 estimate` predicts per op
     predicted = {name: (cost.ns, cost.bound) for name, cost in costs.items()}
     print(json.dumps(plan_data(plan, predicted), indent=2) if args.json else format_plan(plan, predicted))

@@ -80,8 +80,9 @@ def run(args) -> int:
 
     scores, seconds = result.scores, result.seconds
     processes = f", {ranks.size} ranks" if ranks.many else ""
+    arithmetic = (f", {args.math_fidelity} matmuls" if args.math_fidelity else "") + (", exact accumulation" if args.exact_accumulation else "")
     print(f"{len(result.ids)} questions -> {result.windows} windows ({result.extra_windows} extra from long contexts); "
-          f"model {args.model}, {args.config}, batch {args.batch}, {args.device}{processes}, {args.split} articles, "
+          f"model {args.model}, {args.config}{arithmetic}, batch {args.batch}, {args.device}{processes}, {args.split} articles, "
           f"{'bucketed' if bucket else 'static 384'} batches ({100 * result.padding:.0f}% padding)")
     print(f"numerics: {numerics}" + (f"; {kernel}" if kernel else ""))
     print(f"EM {scores['exact']:.2f}  F1 {scores['f1']:.2f}  over {scores['total']}")

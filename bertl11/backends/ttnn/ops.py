@@ -23,7 +23,7 @@ from ...cards import COL_MAJOR
 from ...config import BFLOAT16, BertShape, RunConfig
 from ...errors import UserError
 from ...ops import LAYER_INPUT, OPS, Backend
-from ...plan import BLOCK_SHARDED, HEIGHT_SHARDED, INTERLEAVED, EncoderShape, Plan, make_plan
+from ...plan import HEIGHT_SHARDED, INTERLEAVED, EncoderShape, Plan, make_plan
 from ...weights import parameter_tree
 from ..torch import MASK_VALUE
 from .device import SINGLE_CHIP, import_ttnn, open_chips
