@@ -1,7 +1,9 @@
 """The command line's contract: a usage error is one line on stderr and exit 2 (argparse's own errors included),
-Ctrl-C is one line and exit 130, --version names the package's version."""
+Ctrl-C is one line and exit 130, a closed pipe ends the command quietly, --version names the package's version."""
 
 import importlib
+import subprocess
+import sys
 
 import pytest
 
@@ -31,6 +33,18 @@ def test_ctrl_c_is_one_line_and_130(capsys, monkeypatch):
     monkeypatch.setattr(module, "run", interrupted)
     assert main(["plan"]) == 130
     assert capsys.readouterr().err == "bertl11 plan: interrupted\n"
+
+
+def test_a_closed_pipe_is_no_traceback():
+    """`bertl11 estimate --json | head -1`: the reader leaves after one line of far more than a pipe holds; the
+    command stops without a word."""
+    command = subprocess.Popen([sys.executable, "-m", "bertl11", "estimate", "--json"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    first = command.stdout.readline()
+    command.stdout.close()
+    stderr = command.stderr.read().decode()
+    assert command.wait(timeout=120) == 141, stderr
+    assert first == b"{\n" and stderr == ""
 
 
 def test_version(capsys):
