@@ -35,7 +35,7 @@ import math
 from dataclasses import dataclass, replace
 
 from .cards import DEST_TILES_HALF_SYNC, Card, get_card
-from .config import BFLOAT8_B, BFLOAT16, DRAM, L1, RunConfig
+from .config import BFLOAT8_B, BFLOAT16, DRAM, L1, MATH_FIDELITIES, RunConfig, get_run_config, require_math_fidelity
 from .errors import UserError
 from .ops import BATCHED_MATMUL, DATA_MOVEMENT, ENCODER, LAYER_INPUT, LAYERNORM, LINEAR, OPS, SOFTMAX, op_label
 from .plan import BERT_LARGE, INTERLEAVED, MULTICAST, TILE, EncoderShape, MatmulProgram, Placement, Plan, make_plan
@@ -43,9 +43,10 @@ from .plan.derive import out_subblock, output_elements, tiles
 from .plan.l1 import INTERMEDIATE_DTYPE, TILE_BYTES
 from .tt_profile import CORES, FIDELITY, KERNEL_NS, OP_CODE
 
-# Math fidelity: how many passes the matrix engine makes over each product (docs/sources.md section 9).
-FIDELITY_PHASES = {"LoFi": 1, "HiFi2": 2, "HiFi3": 3, "HiFi4": 4}
-# The seed passes no compute config to its matmuls, so they run at the default: LoFi (docs/sources.md section 1).
+# Math fidelity: how many passes the matrix engine makes over each product (docs/sources.md section 9), in the
+# order `config.MATH_FIDELITIES` names them. A model's ops take theirs from the run config (`RunConfig.compute`).
+FIDELITY_PHASES = {name: passes for passes, name in enumerate(MATH_FIDELITIES, 1)}
+# One matmul on its own (`estimate_matmul`, the roofline) runs at ttnn's matmul default, as the seed's matmuls do.
 DEFAULT_FIDELITY = "LoFi"
 
 # What bounds an op: the engines, the unpackers reading L1 to feed them, DRAM, the NoC, or the fixed cost of starting it.
@@ -150,10 +151,7 @@ def tensix(card: Card) -> Tensix:
 
 
 def phases(fidelity: str) -> int:
-    try:
-        return FIDELITY_PHASES[fidelity]
-    except KeyError:
-        raise UserError(f"unknown math fidelity {fidelity!r}; choose one of {', '.join(FIDELITY_PHASES)}") from None
+    return FIDELITY_PHASES[require_math_fidelity(fidelity)]
 
 
 @dataclass(frozen=True)
@@ -352,10 +350,13 @@ def _spread(plan: Plan, tile_rows: int) -> tuple[int, int]:
     return cores, -(-tile_rows // cores)
 
 
-def predict_op(plan: Plan, name: str, fidelity: str = DEFAULT_FIDELITY) -> OpCost:
-    """One encoder op of the plan (`ops.ENCODER`): its predicted device time and what bounds it. `fidelity` is the
-    matmuls' math fidelity (softmax and layernorm are bound by unpack and the SFPU, not by the matrix engine)."""
+def predict_op(plan: Plan, name: str) -> OpCost:
+    """One encoder op of the plan (`ops.ENCODER`): its predicted device time and what bounds it. A matmul runs at the
+    math fidelity its run config gives it (`RunConfig.compute`: the seed's, or --math-fidelity); softmax and
+    layernorm are bound by unpack and the SFPU, not by the matrix engine."""
     spec, op, card = OPS[name], plan.ops[name], plan.card
+    compute = plan.config.compute(name)
+    fidelity = compute.math_fidelity if compute is not None else DEFAULT_FIDELITY
     t, s = tensix(card), plan.shape
     placements = layer_placements(plan)
     out = placements[name]
@@ -525,12 +526,13 @@ def _qa_head_ops(plan: Plan) -> list[OpCost]:
     cores, rows = _spread(plan, tokens_t)
     h, w = out_subblock(rows, 1, plan.dest_tiles)
     prog = MatmulProgram("Reuse", (cores, 1), hidden_t, h, w, rows, 1)  # a few rows per core: all of K in one block
+    fidelity = plan.config.compute("qa_head").math_fidelity
     cycles = matmul_cycles(t, prog, hidden_t, Operand(head_dtype, READ), Operand(head_dtype, READ, dram=True), head_dtype,
-                           DEFAULT_FIDELITY, out_remote=True, epilogue_per_tile=_binary(t, "add", INTERMEDIATE_DTYPE))
+                           fidelity, out_remote=True, epilogue_per_tile=_binary(t, "add", INTERMEDIATE_DTYPE))
     logits = TensorSpec((plan.batch, 1, s.seq, TILE), head_dtype, f"{L1} {INTERLEAVED}")
     weights = TensorSpec((1, 1, s.hidden, TILE), head_dtype, f"{DRAM} {INTERLEAVED}")
     ops.append(_op_cost(plan, "qa_head", OP_CODES[LINEAR], cycles, cores, "default (interleaved)", [x, weights], logits,
-                        2 * plan.batch * s.seq * s.hidden * 2, DEFAULT_FIDELITY))
+                        2 * plan.batch * s.seq * s.hidden * 2, fidelity))
     return ops
 
 
@@ -571,11 +573,13 @@ class Estimate:
 
 
 def estimate_model(card: str | Card, batch: int, config: str | RunConfig, shape: EncoderShape = BERT_LARGE,
-                   layers: int = 24, fidelity: str = DEFAULT_FIDELITY) -> Estimate:
-    """The plan of a card, batch and config (`plan.make_plan`, which refuses what cannot run), costed op by op."""
-    phases(fidelity)
-    plan = make_plan(card, batch, config, shape)
-    layer = [predict_op(plan, spec.name, fidelity) for spec in ENCODER]
+                   layers: int = 24, fidelity: str | None = None) -> Estimate:
+    """The plan of a card, batch and config (`plan.make_plan`, which refuses what cannot run), costed op by op.
+    `fidelity`: every matmul at this math fidelity (--math-fidelity); None, the seed's settings."""
+    run_config = get_run_config(config) if isinstance(config, str) else config
+    plan = make_plan(card, batch, run_config.with_math_fidelity(fidelity or run_config.math_fidelity), shape)
+    fidelity = plan.config.compute("qkv").math_fidelity  # the encoder's matmuls all run at one fidelity
+    layer = [predict_op(plan, spec.name) for spec in ENCODER]
     ops = [*_embedding_ops(plan)]
     for i in range(layers):
         ops += [replace(op, layer=i) for op in layer]

@@ -85,7 +85,7 @@ def test_matmul_refusals():
         estimate_matmul("n150", 100, 64, 64, BFLOAT16)
     with pytest.raises(UserError, match="choose BFLOAT8_B or BFLOAT16"):
         estimate_matmul("n150", 64, 64, 64, "float32")
-    with pytest.raises(UserError, match="unknown math fidelity"):
+    with pytest.raises(UserError, match="math fidelity 'HiFi5': choose one of LoFi, HiFi2, HiFi3, HiFi4"):
         estimate_matmul("n150", 64, 64, 64, BFLOAT16, "HiFi5")
 
 

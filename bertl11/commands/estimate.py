@@ -13,7 +13,6 @@ from pathlib import Path
 
 from ..config import BFLOAT8_B, BFLOAT16, TT_CONFIGS
 from ..errors import UserError
-from ..estimate import DEFAULT_FIDELITY, FIDELITY_PHASES
 from . import options
 
 DTYPES = (BFLOAT8_B.upper(), BFLOAT16.upper())
@@ -34,8 +33,7 @@ def add_arguments(parser) -> None:
     options.add_config_option(parser, TT_CONFIGS)
     options.add_model_option(parser, default=None, default_help="BERT-large's shapes, 24 layers",
                              what="the model whose shapes are costed (only its config is read)")
-    parser.add_argument("--math-fidelity", choices=list(FIDELITY_PHASES), default=DEFAULT_FIDELITY,
-                        help="the matmuls' math fidelity (default %(default)s, the seed's)")
+    options.add_math_fidelity_option(parser)
     parser.add_argument("--matmul", type=matmul_shape, default=None, metavar="MxKxN",
                         help="cost one sharded 2D multicast matmul as tt-metal's GEMM benchmark runs it, not a model")
     parser.add_argument("--dtype", choices=DTYPES, default="BFLOAT8_B",
@@ -64,19 +62,20 @@ def _refuse(args, *names: str) -> None:
 
 
 def _matmul(args) -> int:
-    from ..estimate import estimate_matmul
+    from ..estimate import DEFAULT_FIDELITY, estimate_matmul
 
     _refuse(args, "--csv", "--against", "--model")
     m, k, n = args.matmul
-    result = estimate_matmul(args.card, m, k, n, args.dtype.lower(), args.math_fidelity)
+    fidelity = args.math_fidelity or DEFAULT_FIDELITY  # one matmul without a compute config: ttnn's default
+    result = estimate_matmul(args.card, m, k, n, args.dtype.lower(), fidelity)
     prog = result.program
     if args.json:
-        print(json.dumps({"card": args.card, "m": m, "k": k, "n": n, "dtype": args.dtype, "math_fidelity": args.math_fidelity,
+        print(json.dumps({"card": args.card, "m": m, "k": k, "n": n, "dtype": args.dtype, "math_fidelity": fidelity,
                     "grid": list(prog.grid), "program": prog.describe(), "device_us": round(result.device_us, 3),
                     "utilisation": round(result.utilisation, 4), "tflops": round(result.tflops, 2),
                     "bound": result.cycles.bound}, indent=2))
         return 0
-    print(f"{result.card.title}: {m}x{k}x{n} {args.dtype} at {args.math_fidelity} on {prog.grid[0]}x{prog.grid[1]} cores "
+    print(f"{result.card.title}: {m}x{k}x{n} {args.dtype} at {fidelity} on {prog.grid[0]}x{prog.grid[1]} cores "
           f"({prog.describe()})")
     print(f"device: {result.device_us:.1f} us, {result.tflops:.1f} TFLOP/s, matrix engine {100 * result.utilisation:.1f}% "
           f"utilised, bound by {result.cycles.bound}")
@@ -201,7 +200,7 @@ def _comparison_text(comparison: dict) -> str:
 def _anchors(args) -> int:
     from ..anchors import anchor_table, evaluate
 
-    _refuse(args, "--csv", "--against", "--model", "--matmul")
+    _refuse(args, "--csv", "--against", "--model", "--matmul", "--math-fidelity")
     results = evaluate()
     if args.json:
         print(json.dumps([r.as_dict() for r in results], indent=2))
