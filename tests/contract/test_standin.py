@@ -401,3 +401,20 @@ def test_the_embeddings_copy_only_to_change_the_dtype(config, typecasts, tmp_pat
     placed = {"DRAM": {"ttnn": "DRAM_MEMORY_CONFIG"}, "L1": {"ttnn": "L1_MEMORY_CONFIG"}}[ops.plan.placement("input").buffer]
     assert norm["kwargs"]["memory_config"] == (placed if not typecasts else {"ttnn": "L1_MEMORY_CONFIG"})
     assert casts == [] or casts[0]["kwargs"]["memory_config"] == placed
+
+
+def test_math_fidelity_reaches_every_matmul_and_nothing_else(tmp_path):
+    """--math-fidelity sets the fidelity of each linear's and matmul's compute kernel config; the softmax's and the
+    layernorms' stay as the run config gives them."""
+    fidelities = {}
+    for override in (None, "HiFi3"):
+        standin = StandinTtnn()
+        record_forward(standin, model_shape("tiny"), "BFLOAT8_B-DRAM", 8, tmp_path / str(override), passes=1, math_fidelity=override)
+        for call in standin.calls:
+            if "compute_kernel_config" in call["kwargs"]:
+                fidelity = call["kwargs"]["compute_kernel_config"]["kwargs"]["math_fidelity"]["ttnn"]
+                fidelities.setdefault((override, call["function"]), set()).add(fidelity)
+    assert fidelities[("HiFi3", "linear")] == fidelities[("HiFi3", "matmul")] == {"MathFidelity.HiFi3"}
+    assert fidelities[(None, "linear")] | fidelities[(None, "matmul")] != {"MathFidelity.HiFi3"}
+    for function in ("layer_norm", "scale_mask_softmax_in_place"):
+        assert fidelities[("HiFi3", function)] == fidelities[(None, function)]

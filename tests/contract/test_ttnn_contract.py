@@ -23,10 +23,9 @@ import pytest
 import torch
 
 from bertl11 import bfp8
-from bertl11.backends.ttnn import ops as backend
-from bertl11.backends.ttnn.program_configs import program_config_spec
+from bertl11.backends.ttnn.program_configs import COMPUTE_KERNEL_CONFIG_CLASSES, program_config_spec
 from bertl11.cards import CARDS
-from bertl11.config import RUN_CONFIGS
+from bertl11.config import KERNEL_CONFIG_FIELDS, MATH_FIDELITIES, RUN_CONFIGS
 from bertl11.plan import make_plan
 from tt_env import tt_environment, tt_python  # noqa: F401 (a fixture)
 
@@ -86,12 +85,17 @@ def ttnn_usage(source: str):
 
 def dynamic_names(source: str):
     """Names the backend reaches with getattr(ttnn, ...): dtypes of every run config, default program configs
-    (string literals), the layernorm fidelity and the fused activation; and the cluster types the cards name."""
+    (string literals), the math fidelities and the fused activation; the cluster types the cards name; and the
+    compute kernel config class, with its fields as keywords, of every architecture ttnn 0.81 opens (Grayskull's
+    class went with Grayskull)."""
     dtypes = {getattr(c, f) for c in RUN_CONFIGS.values() if not c.torch_only for f in ("weights", "activations")} | {"bfloat16"}
     literals = {n.value for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Constant) and isinstance(n.value, str)
                 and n.value.endswith("ProgramConfig")}
     clusters = {f"cluster.ClusterType.{name}" for card in CARDS.values() for name in card.clusters}  # cards.card_for_arch
-    return [[name, [], 0] for name in sorted(dtypes | literals | clusters | {f"MathFidelity.{backend.LAYERNORM_FIDELITY}", "UnaryOpType.GELU"})]
+    fidelities = {f"MathFidelity.{name}" for name in MATH_FIDELITIES}
+    names = [[name, [], 0] for name in sorted(dtypes | literals | clusters | fidelities | {"UnaryOpType.GELU"})]
+    arches = sorted({card.arch for card in CARDS.values() if card.ttnn_supported})
+    return names + [[COMPUTE_KERNEL_CONFIG_CLASSES[arch], list(KERNEL_CONFIG_FIELDS[arch]), 0] for arch in arches]
 
 
 def all_program_configs():

@@ -5,6 +5,8 @@ Covered: BERT-large at batch 8 on an n150 and at batch 12 on a p150 (COL_MAJOR),
 32) on an n150 in every config; the tiny model in every interleaved config (the sharded one refuses it,
 test_standin.py); three traced batches on one chip (DRAM staging, reshards into the trace inputs, events, non-blocking
 reads) in a sharded and two interleaved configs; a traced forward on an n300's two chips (the mesh mappers).
+Every matmul, linear, softmax and layernorm call carries the compute kernel config its run config gives its op on
+the chip's architecture, as the real class holds it.
 The tier prints one line: `ttnn replay: N calls replayed against ttnn X, M distinct, K rejected`.
 """
 
@@ -16,10 +18,12 @@ import sys
 
 import pytest
 
-from bertl11.config import TT_CONFIGS, get_run_config
+from bertl11.backends.ttnn.program_configs import COMPUTE_KERNEL_CONFIG_CLASSES
+from bertl11.config import SEED_COMPUTE, TT_CONFIGS, get_run_config
+from bertl11.ops import OPS
 from conftest import SUMMARY_PROPERTY
 from tt_env import HERE, tt_environment, tt_python  # noqa: F401 (a fixture)
-from ttnn_standin import StandinTtnn, distinct_calls, model_shape, record_forward
+from ttnn_standin import StandinTtnn, call_key, distinct_calls, model_shape, record_forward
 
 pytestmark = pytest.mark.ttnn
 
@@ -35,9 +39,12 @@ RECORDINGS = [
     ("wormhole_b0", (8, 8), "large", 16, ("BFLOAT8_B-SHARDED",), True, (1, 2)),
 ]
 WORKERS = 2  # replay processes side by side (each forks one child per call)
+# The ttnn functions that compute on the Tensix cores, and so take a compute kernel config.
+COMPUTING = ("linear", "matmul", "layer_norm", "scale_mask_softmax_in_place")
 
 
 def record(tmp_path, recordings=RECORDINGS, backend=None) -> list[dict]:
+    """Every call of every recording, each with the run it came from (`run`: [architecture, run config])."""
     calls = []
     for i, (arch, grid, model, batch, configs, trace, mesh) in enumerate(recordings):
         for config in configs:
@@ -45,7 +52,7 @@ def record(tmp_path, recordings=RECORDINGS, backend=None) -> list[dict]:
             cache = tmp_path / f"cache-{i}-{config}"
             record_forward(standin, model_shape(model), config, batch, cache, backend=backend, trace=trace, mesh=mesh,
                            batches=3 if trace else 1)
-            calls += standin.calls
+            calls += [{**call, "run": [arch, config]} for call in standin.calls]
     return calls
 
 
@@ -74,9 +81,22 @@ def rejected(report) -> list[str]:
     return [f"{r['function']} at {r['where']}: {r['message']}" for r in report["results"] if r["verdict"] != "pass"]
 
 
-def test_every_recorded_call_is_accepted_by_ttnn(tt_python, tmp_path, record_property):
+@pytest.fixture(scope="module")
+def replayed(tt_python, tmp_path_factory):
+    """Every recording's calls and their replay, shared by the tests below."""
+    tmp_path = tmp_path_factory.mktemp("replay")
     calls = record(tmp_path)
-    report = replay(tt_python, calls, tmp_path)
+    return calls, replay(tt_python, calls, tmp_path)
+
+
+def op_of(call) -> str | None:
+    """The model op a recorded call was made for: the first backend method on its stack that is one ("_linear < qkv")."""
+    frames = call["where"].split(" (model.py")[0].split(" < ")
+    return next((name for name in (frame.rsplit(" ", 1)[-1] for frame in frames) if name in OPS), None)
+
+
+def test_every_recorded_call_is_accepted_by_ttnn(replayed, record_property):
+    calls, report = replayed
     bad = rejected(report)
     line = (f"ttnn replay: {report['recorded']} calls replayed against ttnn {report['ttnn']}, {report['distinct']} distinct, "
             f"{len(bad)} rejected")
@@ -93,6 +113,23 @@ def test_every_recorded_call_is_accepted_by_ttnn(tt_python, tmp_path, record_pro
     # Most calls reach ttnn's own "needs a device" check; the rest run on the host (files, views) or bind.
     verdicts = [r["message"] for r in report["results"]]
     assert sum(v.startswith("needs a device") for v in verdicts) >= 100
+
+
+def test_every_computing_call_has_its_ops_compute_kernel_config(replayed):
+    """Each matmul, linear, softmax and layernorm call of every recording passes a compute kernel config in its
+    architecture's class whose fields, as the real ttnn object reads them back, are the run config's for that op."""
+    calls, report = replayed
+    replayed_as = dict(zip(map(call_key, distinct_calls(calls)), report["results"]))
+    checked = set()
+    for call in calls:
+        if call["function"] not in COMPUTING:
+            continue
+        (arch, config), op = call["run"], op_of(call)
+        result = replayed_as[call_key(call)]
+        expected = {"class": COMPUTE_KERNEL_CONFIG_CLASSES[arch], "fields": get_run_config(config).kernel_config(op, arch)}
+        assert result["verdict"] == "pass" and result["compute_kernel_config"] == expected, (config, call["where"], result)
+        checked.add((arch, op))
+    assert checked == {(arch, op) for arch in ("wormhole_b0", "blackhole") for op in SEED_COMPUTE}
 
 
 def planted_backend(tmp_path):

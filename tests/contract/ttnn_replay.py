@@ -16,7 +16,7 @@ A call passes when
   arguments bind to the real function's signature, and from_torch's dtype/layout build a real host tensor;
   methods called on the device or a tensor exist on the real class.
 Anything else is rejected with the error line: a TypeError, a rank or shape TT_FATAL, a wrong file extension,
-a crash.
+a crash. A call's compute kernel config is also reported as the real object holds it (`kernel_config_read_back`).
 """
 
 import importlib.metadata
@@ -126,6 +126,23 @@ def run_call(call, directory, started):
     return "ok", ""
 
 
+def kernel_config_read_back(call):
+    """The call's compute kernel config rebuilt with the real class and read back field by field (the fidelity by
+    name), with the class path it was recorded under; None when the call passes none."""
+    recorded = call["kwargs"].get("compute_kernel_config")
+    if recorded is None:
+        return None
+    try:
+        config = build(recorded)
+    except Exception as error:  # noqa: BLE001 - the call itself is rejected for it too
+        return {"class": recorded["ttnn"], "error": f"{type(error).__name__}: {first_line(error)}"}
+    fields = {}
+    for name in recorded["kwargs"]:
+        value = getattr(config, name)
+        fields[name] = value.name if isinstance(value, ttnn.MathFidelity) else value
+    return {"class": recorded["ttnn"], "fields": fields}
+
+
 def first_line(text):
     lines = [line for line in str(text).splitlines() if line.strip() and not line.startswith(" ---")]
     info = next((lines[i + 1] for i, line in enumerate(lines[:-1]) if line.strip() == "info:"), "")
@@ -183,7 +200,8 @@ def main(calls_path, out_path):
     with tempfile.TemporaryDirectory(prefix="ttnn-replay-") as directory:
         for call in calls:
             verdict, message = replay(call, directory)
-            results.append({"function": call["function"], "where": call["where"], "verdict": verdict, "message": message})
+            results.append({"function": call["function"], "where": call["where"], "verdict": verdict, "message": message,
+                            "compute_kernel_config": kernel_config_read_back(call)})
     Path(out_path).write_text(json.dumps({"ttnn": importlib.metadata.version("ttnn"), "results": results}))
 
 

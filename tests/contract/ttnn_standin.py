@@ -410,9 +410,10 @@ def model_shape(name: str):
 
 
 def record_forward(standin: StandinTtnn, shape, config: str, batch: int, cache: Path, seq: int = 384, passes: int = 2,
-                   backend=None, batches: int = 1, trace: bool = False, mesh=(1, 1)):
+                   backend=None, batches: int = 1, trace: bool = False, mesh=(1, 1), math_fidelity: str | None = None):
     """Open the stand-in card, prepare the weights `passes` times (the first converts and dumps, the next load
-    the .tensorbin cache) and run `batches` batches of `batch` sequences, as `QAModel.stream` does (`ops.forward_stream`).
+    the .tensorbin cache) and run `batches` batches of `batch` sequences, as `QAModel.stream` does (`ops.forward_stream`),
+    with every matmul at `math_fidelity` if given (--math-fidelity).
     `backend`: a module standing for bertl11.backends.ttnn (the planted-bug test passes an edited copy).
     Returns the (closed) backend and the logits of the last batch."""
     from bertl11.backends import ttnn as default_backend
@@ -421,8 +422,8 @@ def record_forward(standin: StandinTtnn, shape, config: str, batch: int, cache: 
 
     flat = bert_parameters(shape)
     with recording(standin):
-        ops = (backend or default_backend).TtnnOps(shape, get_run_config(config), weight_cache=cache, source_manifest=None,
-                                                   trace=trace, mesh=mesh)
+        ops = (backend or default_backend).TtnnOps(shape, get_run_config(config, math_fidelity), weight_cache=cache,
+                                                   source_manifest=None, trace=trace, mesh=mesh)
         try:
             for _ in range(passes):
                 params = ops.prepare(flat)

@@ -4,7 +4,7 @@
     trace.py            the traced forward: captured once per input shape, two command queues, DRAM staging, events
     weights.py          the .tensorbin weight cache (a verified directory) and the parameters on the chips
     ops.py              `TtnnOps`: each op a straight run of ttnn calls, placed by the sharding plan
-    program_configs.py  the plan's program configs as ttnn objects (the contract tier loads it on its own)
+    program_configs.py  program and compute kernel configs as ttnn objects (the contract tier loads it on its own)
 
 `ttnn` is imported only when the chips are opened, so this package imports without it.
 """

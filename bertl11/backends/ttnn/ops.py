@@ -3,11 +3,12 @@ memory config and program config at the call site, placed by the sharding plan, 
 last use.
 
 Every op runs with the program config and memory config the plan (`bertl11.plan`) derives for the card's grid, the
-batch and the run config; BFLOAT8_B-SHARDED keeps activations block-sharded in L1 exactly as the seed's
-metal_BERT_large_11 does. Names follow ttnn 0.81 (tenstorrent/tt-metal ttnn/cpp/ttnn/operations/**/*_nanobind.cpp);
-the contract tier (tests/contract) checks every `ttnn.` name and keyword used in this package against the real
-package. The chips, the traced forward and the weight cache live beside this file (device.py, trace.py,
-weights.py); the ops only ask them for what they hold.
+batch and the run config; every matmul, softmax and layernorm also with the compute kernel config the run config gives
+it for the chip's architecture (`RunConfig.kernel_config`, what the torch simulation computes). BFLOAT8_B-SHARDED
+keeps activations block-sharded in L1 exactly as the seed's metal_BERT_large_11 does. Names follow ttnn 0.81
+(tenstorrent/tt-metal ttnn/cpp/ttnn/operations/**/*_nanobind.cpp); the contract tier (tests/contract) checks every
+`ttnn.` name and keyword used in this package against the real package. The chips, the traced forward and the weight
+cache live beside this file (device.py, trace.py, weights.py); the ops only ask them for what they hold.
 
 Memory: ops never free their inputs; the model calls `release` after a tensor's last use (`model.py`); what an op
 allocates itself (uploads, lookups, copies, a residual an interleaved layernorm does not overwrite) it frees itself.
@@ -27,12 +28,9 @@ from ...plan import HEIGHT_SHARDED, INTERLEAVED, EncoderShape, Plan, make_plan
 from ...weights import parameter_tree
 from ..torch import MASK_VALUE
 from .device import SINGLE_CHIP, import_ttnn, open_chips
-from .program_configs import build_program_config, program_config_spec
+from .program_configs import build_compute_kernel_config, build_program_config, program_config_spec
 from .trace import TracedForward, trace_region_bytes
 from .weights import TensorbinWeights
-
-# The seed runs layernorm at HiFi4 and the matmuls at ttnn's defaults (tt/bert_encoder.py).
-LAYERNORM_FIDELITY = "HiFi4"
 
 
 class TtnnOps(Backend):
@@ -158,6 +156,11 @@ class TtnnOps(Backend):
     def _program(self, op: str, default: str = ""):
         return build_program_config(self.ttnn, program_config_spec(self.plan.ops[op].program), default)
 
+    def _compute(self, op: str):
+        """The compute kernel config `op` runs with: the run config's fields, in this chip architecture's class. Always
+        passed whole, as a passed config replaces all of the op's defaults."""
+        return build_compute_kernel_config(self.ttnn, self.card.arch, self.run_config.kernel_config(op, self.card.arch))
+
     def _orientation(self):
         return self.ttnn.ShardOrientation.COL_MAJOR if self.plan.orientation == COL_MAJOR else self.ttnn.ShardOrientation.ROW_MAJOR
 
@@ -219,7 +222,8 @@ class TtnnOps(Backend):
         in_place = not self.plan.sharded and dtype == BFLOAT16
         # The position add rides in the layernorm (as the seed's embeddings): one op and one bf16 rounding fewer.
         normed = ttnn.layer_norm(summed, residual_input_tensor=where, epsilon=self.shape.layer_norm_eps, weight=p.LayerNorm.weight,
-                                 bias=p.LayerNorm.bias, memory_config=layer_input if in_place else ttnn.L1_MEMORY_CONFIG)
+                                 bias=p.LayerNorm.bias, memory_config=layer_input if in_place else ttnn.L1_MEMORY_CONFIG,
+                                 compute_kernel_config=self._compute("embeddings"))
         ttnn.deallocate(summed)
         ttnn.deallocate(where)
         x = ttnn.reshape(normed, (batch, 1, seq, self.shape.hidden_size))  # a view of `normed`
@@ -236,8 +240,8 @@ class TtnnOps(Backend):
         return self._on_device(attention_mask, self._additive_mask)
 
     def _linear(self, op: str, x, p):
-        return self.ttnn.linear(x, p.weight, bias=p.bias, program_config=self._program(op),
-                                memory_config=self._memory(op), dtype=self._output_dtype(op))
+        return self.ttnn.linear(x, p.weight, bias=p.bias, program_config=self._program(op), memory_config=self._memory(op),
+                                dtype=self._output_dtype(op), compute_kernel_config=self._compute(op))
 
     def qkv(self, x, p):
         return self._linear("qkv", x, p)
@@ -259,18 +263,21 @@ class TtnnOps(Backend):
 
     def q_kt(self, q, k_t):
         return self.ttnn.matmul(q, k_t, program_config=self._program("q_kt"), memory_config=self._memory("q_kt"),
-                                dtype=self._output_dtype("q_kt"))
+                                dtype=self._output_dtype("q_kt"), compute_kernel_config=self._compute("q_kt"))
 
     def softmax(self, scores, mask, scale):
         ttnn = self.ttnn
         shape = scores.padded_shape
         folded = ttnn.reshape(scores, (shape[0], 1, shape[1] * shape[2], shape[3]))  # [B, 1, N*S, S], as the seed
-        probs = ttnn.scale_mask_softmax_in_place(folded, scale, mask, program_config=self._program("softmax", "SoftmaxDefaultProgramConfig"))
+        probs = ttnn.scale_mask_softmax_in_place(
+            folded, scale, mask, program_config=self._program("softmax", "SoftmaxDefaultProgramConfig"),
+            compute_kernel_config=self._compute("softmax"),
+        )
         return ttnn.reshape(probs, tuple(shape))
 
     def attention_v(self, probs, v):
         return self.ttnn.matmul(probs, v, program_config=self._program("attention_v"), memory_config=self._memory("attention_v"),
-                                dtype=self._output_dtype("attention_v"))
+                                dtype=self._output_dtype("attention_v"), compute_kernel_config=self._compute("attention_v"))
 
     def concat_heads(self, context):
         return self.ttnn.experimental.nlp_concat_heads(context, memory_config=self._memory("concat_heads"))
@@ -288,7 +295,7 @@ class TtnnOps(Backend):
         out = ttnn.layer_norm(
             residual, residual_input_tensor=matched, epsilon=eps, weight=p.weight, bias=p.bias,
             program_config=self._program(op, "LayerNormDefaultProgramConfig"), memory_config=self._memory(op),
-            compute_kernel_config=ttnn.WormholeComputeKernelConfig(math_fidelity=getattr(ttnn.MathFidelity, LAYERNORM_FIDELITY)),
+            compute_kernel_config=self._compute(op),
         )
         if matched is not x:
             ttnn.deallocate(matched)
@@ -311,7 +318,8 @@ class TtnnOps(Backend):
     def qa_head(self, x, p):
         ttnn = self.ttnn
         interleaved = ttnn.sharded_to_interleaved(x, ttnn.L1_MEMORY_CONFIG, self._dtype("qa_head_weights")) if self.plan.sharded else x
-        logits = ttnn.linear(interleaved, p.weight, bias=p.bias, memory_config=ttnn.L1_MEMORY_CONFIG)
+        logits = ttnn.linear(interleaved, p.weight, bias=p.bias, memory_config=ttnn.L1_MEMORY_CONFIG,
+                             compute_kernel_config=self._compute("qa_head"))
         if interleaved is not x:
             ttnn.deallocate(interleaved)
         if self._capturing:  # the trace writes the logits; the traced forward reads them after each execution

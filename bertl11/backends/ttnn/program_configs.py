@@ -1,8 +1,20 @@
-"""Program configs: a plan's program configs, as plain-data specs (`plan` types' `ttnn_config`), made into ttnn objects.
+"""Program configs: a plan's program configs and the run config's compute kernel configs, as plain data (`plan` types'
+`ttnn_config`, `RunConfig.kernel_config`), made into ttnn objects.
 
 Kept free of torch and of package imports so the ttnn contract tier, which runs in an environment with ttnn
 but without torch or bertl11 installed, loads this very file and builds every plan's configs with it.
 """
+
+from functools import reduce
+
+# Each chip architecture's compute kernel config class, as its path under `ttnn`. ttnn 0.81 exports Wormhole's at the
+# top level; Blackhole's is an alias of it reachable only as ttnn.types.BlackholeComputeKernelConfig; Grayskull's
+# (math_fidelity and math_approx_mode only) left ttnn with Grayskull itself after tt-metal v0.55.
+COMPUTE_KERNEL_CONFIG_CLASSES = {
+    "grayskull": "GrayskullComputeKernelConfig",
+    "wormhole_b0": "WormholeComputeKernelConfig",
+    "blackhole": "types.BlackholeComputeKernelConfig",
+}
 
 
 def program_config_spec(program) -> tuple[str, dict]:
@@ -26,3 +38,10 @@ def build_program_config(ttnn, spec: tuple, default: str):
     if not name:
         return getattr(ttnn, default)()
     return getattr(ttnn, name)(**{key: ttnn_value(ttnn, value) for key, value in kwargs.items()})
+
+
+def build_compute_kernel_config(ttnn, arch: str, fields: dict):
+    """Construct an op's compute kernel config fields (`RunConfig.kernel_config`, fidelity by name) with the class of
+    the chip's architecture (`COMPUTE_KERNEL_CONFIG_CLASSES`)."""
+    config_class = reduce(getattr, COMPUTE_KERNEL_CONFIG_CLASSES[arch].split("."), ttnn)
+    return config_class(**{**fields, "math_fidelity": getattr(ttnn.MathFidelity, fields["math_fidelity"])})
