@@ -8,9 +8,9 @@ Sides, each timed interleaved with the others iteration by iteration, logits cop
     bertl11         BFLOAT16-DRAM fast path: bf16 cuBLAS linears, SDPA with the padding mask
     bertl11-graphs  the same under torch.compile(mode="reduce-overhead"): fused epilogues, CUDA graphs
 Achieved TFLOP/s counts matmul FLOPs per inference (layers x (24*s*d^2 + 4*s^2*d) + QA head); the share
-is of --peak-tflops (790: bf16 dense matmul measured on an H200, docs/sources.md section 5).
+is of --peak-tflops (790: an assumed H200 bf16 dense matmul rate, not measured; docs/sources.md section 5).
 
-Not yet run on a GPU: written for a session that is lent one.
+Not run on a real GPU yet.
 """
 
 from __future__ import annotations

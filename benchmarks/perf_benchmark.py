@@ -20,7 +20,7 @@ Variants:
     compiled-bf16     BFLOAT16-DRAM fast path, compiled (`bertl11.compiled`: AOTInductor, frozen weights)
     compiled-fp32     FLOAT32 fast path, compiled
     compiled-int8     BFLOAT8_B-SHARDED fast path, compiled: PT2E int8 linears (oneDNN's quantised linear)
-    ort-fp32          ONNX Runtime (pip install 'bertl11[bench]'): the same HF model exported to ONNX, fused by
+    ort-fp32          ONNX Runtime (pip install '.[bench]' in a checkout): the same HF model exported to ONNX, fused by
                       onnxruntime.transformers' BERT optimizer (attention, layernorm, GELU), float32
     ort-int8          that optimised model with dynamic int8 quantisation (onnxruntime.quantization)
 

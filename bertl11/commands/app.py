@@ -41,7 +41,7 @@ def run(args) -> int:
     from ..sources import resolve_model
 
     if importlib.util.find_spec("voila") is None:
-        raise UserError("bertl11 app needs Voila: pip install 'bertl11[app]'")
+        raise UserError("bertl11 app needs Voila: pip install '.[app]' in a bertl11 checkout")
     get_run_config(args.config)
     resolve_model(args.model)  # an unknown model is a one-line error here, not a broken page
     check_port_free(args.host, args.port)

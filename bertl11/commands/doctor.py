@@ -37,7 +37,7 @@ def report_lines(cache_dir: Path | None = None) -> list[str]:
         f"torch: {torch.__version__}",
         f"transformers: {package_version('transformers')}",
         f"ttnn: {package_version('ttnn')}",
-        f"onnxruntime: {package_version('onnxruntime')} (benchmarks only: pip install 'bertl11[bench]')",
+        f"onnxruntime: {package_version('onnxruntime')} (benchmarks only: pip install '.[bench]' in a bertl11 checkout)",
         f"torchao: {package_version('torchao')} (the compiled forward's int8 linears)",
         f"CPU: {cpu_name()}; torch capability {found.capability}; flags {found.flags_text()}",
         f"threads: {found.threads} (torch.get_num_threads)",
