@@ -69,7 +69,26 @@ def _outlier_layout(n: int) -> dict[str, tuple[torch.dtype, list[int]]]:
     return {"outlier_channels": (torch.int64, [OUTLIER_CHANNELS]), "outlier_rows": (torch.float32, [OUTLIER_CHANNELS, n])}
 
 
-class IntMmLinear:
+class Int8Linear:
+    """What every int8 linear keeps (`tensors`, the cache's parts): its int8 weight, the weight's column scales, the
+    outlier input channels and their float32 rows of the weight, whose slice of the product stays in float32."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor]):
+        self.weight, self.scale = tensors["int8"], tensors["scale"]
+        self.outlier_channels, self.outlier_rows = tensors["outlier_channels"], tensors["outlier_rows"]
+
+    @classmethod
+    def from_parts(cls, weight: torch.Tensor, scale: torch.Tensor, w: torch.Tensor, outlier_channels: torch.Tensor):
+        """The linear of float weight `w` [K, N], given its quantised `weight` and `scale`."""
+        return cls({"int8": weight, "scale": scale, "outlier_channels": outlier_channels,
+                    "outlier_rows": w[outlier_channels].clone()})
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"int8": self.weight, "scale": self.scale, "outlier_channels": self.outlier_channels,
+                "outlier_rows": self.outlier_rows}
+
+
+class IntMmLinear(Int8Linear):
     """tokens [M, K] @ w [K, N] through `torch._int_mm` (oneDNN s8 x s8 -> s32, fast with VNNI or AMX).
 
     Weights are quantised per output column, activations per token at run time; the outlier input channels'
@@ -77,19 +96,10 @@ class IntMmLinear:
     Stored (`tensors`): the int8 weight [K, N], its float32 column scales, the outlier channels and rows.
     """
 
-    def __init__(self, tensors: dict[str, torch.Tensor]):
-        self.weight, self.scale = tensors["int8"], tensors["scale"]
-        self.outlier_channels, self.outlier_rows = tensors["outlier_channels"], tensors["outlier_rows"]
-
     @classmethod
     def quantize(cls, w: torch.Tensor, outlier_channels: torch.Tensor) -> "IntMmLinear":
         weight, scale = quantize_columns(w.index_fill(0, outlier_channels, 0.0))
-        return cls({"int8": weight, "scale": scale, "outlier_channels": outlier_channels,
-                    "outlier_rows": w[outlier_channels].clone()})
-
-    def tensors(self) -> dict[str, torch.Tensor]:
-        return {"int8": self.weight, "scale": self.scale, "outlier_channels": self.outlier_channels,
-                "outlier_rows": self.outlier_rows}
+        return cls.from_parts(weight, scale, w, outlier_channels)
 
     @staticmethod
     def layout(k: int, n: int) -> dict[str, tuple[torch.dtype, list[int]]]:
@@ -102,7 +112,7 @@ class IntMmLinear:
         return y.addmm_(tokens[:, self.outlier_channels], self.outlier_rows)
 
 
-class FbgemmLinear:
+class FbgemmLinear(Int8Linear):
     """tokens [M, K] @ w [K, N] through fbgemm's dynamically quantised linear (`torch.ops.quantized`), the
     int8 kernel AVX2 CPUs run fast (u8 x s8 with 16-bit pair sums; `reduce_range` keeps activations to 7 bits
     so those sums never saturate, on every CPU alike).
@@ -115,8 +125,7 @@ class FbgemmLinear:
     """
 
     def __init__(self, tensors: dict[str, torch.Tensor]):
-        self.weight, self.scale = tensors["int8"], tensors["scale"]
-        self.outlier_channels, self.outlier_rows = tensors["outlier_channels"], tensors["outlier_rows"]
+        super().__init__(tensors)
         zero_points = torch.zeros(self.scale.numel(), dtype=torch.long)
         with warnings.catch_warnings(), quantized_engine("fbgemm"):
             warnings.simplefilter("ignore")  # torch deprecates quantized tensors, fbgemm's only way in
@@ -131,12 +140,7 @@ class FbgemmLinear:
         with warnings.catch_warnings(), quantized_engine("fbgemm"):
             warnings.simplefilter("ignore")
             qweight = torch.quantize_per_channel(kept.t().contiguous(), scale, zero_points, 0, torch.qint8)
-        return cls({"int8": qweight.int_repr(), "scale": scale, "outlier_channels": outlier_channels,
-                    "outlier_rows": w[outlier_channels].clone()})
-
-    def tensors(self) -> dict[str, torch.Tensor]:
-        return {"int8": self.weight, "scale": self.scale, "outlier_channels": self.outlier_channels,
-                "outlier_rows": self.outlier_rows}
+        return cls.from_parts(qweight.int_repr(), scale, w, outlier_channels)
 
     @staticmethod
     def layout(k: int, n: int) -> dict[str, tuple[torch.dtype, list[int]]]:
