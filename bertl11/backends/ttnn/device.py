@@ -29,7 +29,7 @@ def import_ttnn():
         import ttnn
     except ImportError as error:
         raise UserError(
-            f"--device tt needs the ttnn package (pip install 'bertl11[tt]' on Python 3.10 or 3.12): {error}"
+            f"--device tt needs the ttnn package (pip install '.[tt]' in a bertl11 checkout, on Python 3.10 or 3.12): {error}"
         ) from None
     return ttnn
 
