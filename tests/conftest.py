@@ -13,6 +13,9 @@ SQUAD_DEV = REPO / "data" / "squad" / "dev-v2.0.json"
 
 # Tests never reach for the hub: a missing model must fail fast, not wait on the network.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# The notebooks' checked outputs were made with the model each pins in its constants cell; a BERTL11_MODEL set in the
+# shell (which a reader may use to try another model) would change them. nbval's kernels inherit this environment.
+os.environ.pop("BERTL11_MODEL", None)
 # One fresh weight cache per test session, shared by the xdist workers (they inherit the controller's
 # environment), so tests neither read nor litter the user's ~/.cache/bertl11.
 os.environ.setdefault("BERTL11_CACHE", tempfile.mkdtemp(prefix="bertl11-test-cache-"))
