@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..config import BFLOAT8_B, BFLOAT16, TT_CONFIGS
+from ..config import BFLOAT8_B, BFLOAT16
 from ..errors import UserError
 from . import options
 
@@ -28,12 +28,7 @@ def matmul_shape(text: str) -> tuple[int, int, int]:
 
 
 def add_arguments(parser) -> None:
-    options.add_card_option(parser, "e150", "Tenstorrent card (default %(default)s)")
-    options.add_batch_option(parser, 12, "sequences per batch")
-    options.add_config_option(parser, TT_CONFIGS)
-    options.add_model_option(parser, default=None, default_help="BERT-large's shapes, 24 layers",
-                             what="the model whose shapes are costed (only its config is read)")
-    options.add_math_fidelity_option(parser)
+    options.add_plan_options(parser, what="the model whose shapes are costed (only its config is read)")
     parser.add_argument("--matmul", type=matmul_shape, default=None, metavar="MxKxN",
                         help="cost one sharded 2D multicast matmul as tt-metal's GEMM benchmark runs it, not a model")
     parser.add_argument("--dtype", choices=DTYPES, default="BFLOAT8_B",
@@ -82,24 +77,13 @@ def _matmul(args) -> int:
     return 0
 
 
-def _model_shape(spec: str | None):
-    from ..plan import BERT_LARGE, EncoderShape
-
-    if spec is None:
-        return BERT_LARGE, 24, "BERT-large"
-    from ..sources import model_shape
-
-    shape = model_shape(spec)
-    return EncoderShape.from_bert(shape), shape.num_layers, spec
-
-
 def _model(args) -> int:
     from ..estimate import estimate_model, report_rows
     from ..files import check_output_path, write_csv
 
     if args.csv:
         check_output_path(args.csv, "--csv")
-    shape, layers, name = _model_shape(args.model)
+    shape, layers, name = options.planned_model(args)
     estimate = estimate_model(args.card, args.batch, args.config, shape, layers, args.math_fidelity)
     rows = report_rows(estimate)
     if args.csv:

@@ -26,7 +26,7 @@ import argparse
 from pathlib import Path
 
 from ..cards import CARDS
-from ..config import DEFAULT_RUN_CONFIG, DEVICES, MATH_FIDELITIES, RUN_CONFIGS
+from ..config import DEFAULT_RUN_CONFIG, DEVICES, MATH_FIDELITIES, RUN_CONFIGS, TT_CONFIGS
 from ..errors import UserError, require_at_least
 from ..sources import DEFAULT_MODEL, OFFLINE_MODELS
 from ..squad.data import HUB_DATASET, LOCAL_DEV_FILE
@@ -139,6 +139,29 @@ def add_math_fidelity_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--math-fidelity", choices=list(MATH_FIDELITIES), default=None,
                         help="run every matmul at this fidelity, on the card and in its simulation (default: the seed's, "
                              "LoFi; FLOAT32 and --fast compute exactly)")
+
+
+def add_plan_options(parser: argparse.ArgumentParser, what: str) -> None:
+    """--card, --batch, --config, --model and --math-fidelity: a BERT placed on a Tenstorrent card (plan, estimate);
+    `what` says what the command reads of --model."""
+    add_card_option(parser, "e150", "Tenstorrent card (default %(default)s)")
+    add_batch_option(parser, 12, "sequences per batch")
+    add_config_option(parser, TT_CONFIGS)
+    add_model_option(parser, default=None, default_help="BERT-large's shapes, 24 layers, as the seed", what=what)
+    add_math_fidelity_option(parser)
+
+
+def planned_model(args: argparse.Namespace):
+    """(`plan.EncoderShape`, layers, name) of the --model `add_plan_options` declared: BERT-large's when none is given;
+    of any other model only its config is read."""
+    from ..plan import BERT_LARGE, EncoderShape
+
+    if args.model is None:
+        return BERT_LARGE, 24, "BERT-large"
+    from ..sources import model_shape
+
+    shape = model_shape(args.model)
+    return EncoderShape.from_bert(shape), shape.num_layers, args.model
 
 
 def add_threads_option(parser: argparse.ArgumentParser) -> None:

@@ -6,17 +6,11 @@ from __future__ import annotations
 
 import json
 
-from ..config import TT_CONFIGS
 from . import options
 
 
 def add_arguments(parser) -> None:
-    options.add_card_option(parser, "e150", "Tenstorrent card (default %(default)s)")
-    options.add_batch_option(parser, 12, "sequences per batch")
-    options.add_config_option(parser, TT_CONFIGS)
-    options.add_model_option(parser, default=None, default_help="BERT-large, the seed's shape",
-                             what="the model whose shape is planned (only its config is read)")
-    options.add_math_fidelity_option(parser)
+    options.add_plan_options(parser, what="the model whose shape is planned (only its config is read)")
     options.add_json_option(parser, "print the plan as one JSON object (grids as [rows, columns], program configs "
                                     "under ttnn's names)")
 
@@ -25,10 +19,9 @@ def run(args) -> int:
     from ..config import get_run_config
     from ..estimate import predict_op
     from ..ops import ENCODER_OPS
-    from ..plan import BERT_LARGE, EncoderShape, format_plan, make_plan, plan_data
-    from ..sources import model_shape
+    from ..plan import format_plan, make_plan, plan_data
 
-    shape = BERT_LARGE if args.model is None else EncoderShape.from_bert(model_shape(args.model))
+    shape, _, _ = options.planned_model(args)
     plan = make_plan(args.card, args.batch, get_run_config(args.config, args.math_fidelity), shape)
     costs = {name: predict_op(plan, name) for name in ENCODER_OPS}  # the time `bertl11 estimate` predicts per op
     predicted = {name: (cost.ns, cost.bound) for name, cost in costs.items()}
