@@ -40,8 +40,10 @@ def relative_errors(tensix, anchors) -> np.ndarray:
     return np.array(errors)
 
 
-def fit(arch: str) -> tuple[dict[str, float], list[tuple[object, float]]]:
-    """The fitted constants of one architecture, and every one of its rows with its error under them."""
+def fit(arch: str, start=START) -> tuple[dict[str, float], list[tuple[object, float]]]:
+    """The fitted constants of one architecture (least squares from `start`), and every one of its rows with its
+    error under them. The problem has shallow local minima: the solver's path, and so the minimum it stops in,
+    can differ between CPUs' floating-point libraries."""
     rows = [a for a in GEMM_ANCHORS if CARDS[a.card].arch == arch]
     fit_rows = [a for a in rows if a.fitted]
     base = TENSIX[arch]
@@ -49,7 +51,7 @@ def fit(arch: str) -> tuple[dict[str, float], list[tuple[object, float]]]:
     def residuals(values):
         return relative_errors(replace(base, **dict(zip(FITTED, values))), fit_rows)
 
-    values = dict(zip(FITTED, least_squares(residuals, START, bounds=(LOWER, UPPER)).x))
+    values = dict(zip(FITTED, least_squares(residuals, start, bounds=(LOWER, UPPER)).x))
     return values, list(zip(rows, relative_errors(replace(base, **values), rows)))
 
 

@@ -4,6 +4,7 @@ the matmul form on any tiled shape, card, dtype and fidelity, and the command's 
 import importlib.util
 import json
 import math
+from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -105,14 +106,25 @@ def test_no_op_beats_the_matrix_engine_or_has_no_bound():
 
 @pytest.mark.parametrize("arch", ["wormhole_b0", "blackhole"])
 def test_the_fitted_constants_are_the_fits_optimum(arch):
-    """`estimate.TENSIX` holds what benchmarks/fit_estimate.py fits on the GEMM rows, as the docs say (rounded)."""
+    """`estimate.TENSIX` holds a least-squares optimum of benchmarks/fit_estimate.py's problem, as the docs say:
+    refitting from the stored constants does not improve them beyond their rounding, and the fit from the script's
+    own start (whose minimum depends on the CPU's floating-point path) finds nothing better."""
     pytest.importorskip("scipy")
     spec = importlib.util.spec_from_file_location("fit_estimate", REPO / "benchmarks" / "fit_estimate.py")
     fit_estimate = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(fit_estimate)
-    values, _ = fit_estimate.fit(arch)
-    for name, value in values.items():
-        assert getattr(TENSIX[arch], name) == pytest.approx(value, rel=0.01, abs=0.5), name
+    stored = {name: getattr(TENSIX[arch], name) for name in fit_estimate.FITTED}
+    fitted_rows = [a for a in GEMM_ANCHORS if CARDS[a.card].arch == arch and a.fitted]
+
+    def cost(values):
+        errors = fit_estimate.relative_errors(replace(TENSIX[arch], **values), fitted_rows)
+        return float((errors ** 2).sum())
+
+    refitted, _ = fit_estimate.fit(arch, start=tuple(stored.values()))
+    for name, value in refitted.items():
+        assert stored[name] == pytest.approx(value, rel=0.01, abs=0.5), name
+    from_start, _ = fit_estimate.fit(arch)
+    assert cost(stored) <= cost(from_start) * 1.01
 
 
 def test_pm_columns_follow_tt_metals_formula():
