@@ -49,10 +49,10 @@ $(VENV)/.installed: pyproject.toml | python
 install: $(VENV)/.installed
 
 test: python python-tt $(VENV)/.installed .venv-ref/.installed .venv-tt/.installed
-	$(VENV)/bin/python -m pytest -n 2 --dist loadfile --nbval --nbval-current-env $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder --nbval --nbval-current-env $(PYTEST_ARGS)
 
 test-fast: $(VENV)/.installed
-	$(VENV)/bin/python -m pytest -n 2 --dist loadfile --nbval --nbval-current-env -m "not slow and not browser" \
+	$(VENV)/bin/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder --nbval --nbval-current-env -m "not slow and not browser" \
 		--ignore=tests/contract $(PYTEST_ARGS)
 
 demo: $(VENV)/.installed
