@@ -26,13 +26,21 @@ Variants:
 
 A compiled variant compiles at load (minutes the first time) into the weight cache ($BERTL11_CACHE), and loads
 from there afterwards; where it cannot compile, it runs eager and its load line says why.
+
+--breakdown adds one more run per variant and batch that says where the time went: for bertl11's variants the
+seconds of each oneDNN primitive (kind and shape, from oneDNN's verbose exec lines; the GEMMs are oneDNN's) and what
+ran outside oneDNN; for ONNX Runtime's, the seconds of each node type from its profiler.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import contextlib
 import copy
+import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -92,8 +100,9 @@ def export_onnx(hf32, shape, example, directory: Path) -> dict[str, Path]:
     return {"ort-fp32": optimised, "ort-int8": quantised}
 
 
-def onnx_runners(hf32, shape, example, threads: int, directory: Path) -> dict:
-    """name -> run(input_ids, token_type_ids, attention_mask) -> (start, end) float32 tensors, per ORT variant."""
+def onnx_runners(hf32, shape, example, threads: int, directory: Path, profile: bool = False) -> dict:
+    """name -> run(input_ids, token_type_ids, attention_mask) -> (start, end) float32 tensors, per ORT variant.
+    With `profile`, each run's session records its node times (`run.session`, read by `ort_breakdown`)."""
     import onnxruntime
 
     runners = {}
@@ -101,6 +110,9 @@ def onnx_runners(hf32, shape, example, threads: int, directory: Path) -> dict:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        if profile:
+            options.enable_profiling = True
+            options.profile_file_prefix = str(directory / name)
         session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
         def run(*inputs, session=session):
@@ -108,8 +120,60 @@ def onnx_runners(hf32, shape, example, threads: int, directory: Path) -> dict:
             start, end = session.run(None, feed)
             return torch.from_numpy(start), torch.from_numpy(end)
 
+        run.session = session
         runners[name] = run
     return runners
+
+
+@contextlib.contextmanager
+def stdout_to(file):
+    """Everything written to file descriptor 1 (oneDNN's verbose lines come from C) goes to `file`."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(file.fileno(), 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def onednn_breakdown(run, inputs) -> tuple[float, collections.Counter]:
+    """One run's wall seconds and the seconds of each oneDNN primitive it executed, by (kind, shape)."""
+    seconds = collections.Counter()
+    with tempfile.TemporaryFile(mode="w+") as log:
+        with stdout_to(log), torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):
+            started = time.perf_counter()
+            run(*inputs)
+            wall = time.perf_counter() - started
+        log.seek(0)
+        for line in log:  # onednn_verbose,[timestamp,]primitive,exec,cpu,KIND,IMPL,...,SHAPE,MILLISECONDS
+            fields = line.strip().split(",")
+            if fields[0] == "onednn_verbose" and "exec" in fields:
+                kind = fields[fields.index("exec") + 2]
+                seconds[kind, fields[-2]] += float(fields[-1]) / 1e3
+    return wall, seconds
+
+
+def ort_breakdown(run, inputs) -> tuple[float, collections.Counter]:
+    """One run's wall seconds and the seconds of each ONNX node type in it, from the session's profiler."""
+    started = time.perf_counter()
+    run(*inputs)
+    wall = time.perf_counter() - started
+    events = json.loads(Path(run.session.end_profiling()).read_text())
+    last = [e for e in events if e.get("cat") == "Session" and e["name"] == "model_run"][-1]
+    seconds = collections.Counter()
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and last["ts"] <= e["ts"] <= last["ts"] + last["dur"]:
+            seconds[e["args"]["op_name"], ""] += e["dur"] / 1e6
+    return wall, seconds
+
+
+def print_breakdown(name: str, batch: int, wall: float, seconds: collections.Counter, outside: str) -> None:
+    print(f"{name}, batch {batch}: {wall:.3f} s; {outside} {wall - sum(seconds.values()):.3f} s")
+    for (kind, shape), s in seconds.most_common(10):
+        print(f"    {s:8.3f} s  {kind} {shape}")
 
 
 def main() -> None:
@@ -119,6 +183,7 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=384)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--variants", nargs="+", choices=[*VARIANTS, *ONNX_VARIANTS], default=[*VARIANTS, *ONNX_VARIANTS])
+    parser.add_argument("--breakdown", action="store_true", help="one more run per variant: where its time went")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
                         help="torch and ONNX Runtime CPU threads (default %(default)s)")
     args = parser.parse_args()
@@ -146,7 +211,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bertl11-onnx-") as directory:
         if onnx_wanted:
             started = time.perf_counter()
-            exported = onnx_runners(hf32, source.shape, inputs[args.batches[0]], args.threads, Path(directory))
+            exported = onnx_runners(hf32, source.shape, inputs[args.batches[0]], args.threads, Path(directory),
+                                    profile=args.breakdown)
             runners |= {name: exported[name] for name in onnx_wanted}
             print(f"  exported, optimised and quantised ONNX in {time.perf_counter() - started:.1f} s", flush=True)
         for name in args.variants:
@@ -173,6 +239,17 @@ def main() -> None:
                     run(*x)
                     times.setdefault((name, b), []).append(time.perf_counter() - started)
             print(f"  round {round_ + 1}/{args.rounds} done, load average {os.getloadavg()[0]:.2f}", flush=True)
+
+        if args.breakdown:  # ORT's profile is read once, at its end: the last batch's run is the one shown
+            print("\nwhere the time went (one more run each):")
+            for name, run in runners.items():
+                if name in ONNX_VARIANTS:
+                    wall, seconds = ort_breakdown(run, inputs[args.batches[-1]])
+                    print_breakdown(name, args.batches[-1], wall, seconds, "outside the nodes")
+                    continue
+                for b, x in inputs.items():
+                    wall, seconds = onednn_breakdown(run, x)
+                    print_breakdown(name, b, wall, seconds, "outside oneDNN")
 
     def ratio(reference_name, name, b):
         return median(r / o for r, o in zip(times[reference_name, b], times[name, b]))

@@ -31,3 +31,22 @@ def test_onnx_runtime_variants_match_hf(tmp_path, squad_pairs):
         start, end = runners[name](*inputs)
         assert pcc(start, reference[0]) >= minimum and pcc(end, reference[1]) >= minimum, name
         assert torch.equal(start.argmax(-1), reference[0].argmax(-1)) or name == "ort-int8"
+
+
+def test_the_onednn_breakdown_reads_onednn_s_own_lines():
+    """A dense -> oneDNN -> dense round trip runs oneDNN reorders, which its verbose mode reports and timed."""
+    x = torch.randn(512, 512)
+    wall, seconds = perf_benchmark.onednn_breakdown(lambda t: t.to_mkldnn().to_dense(), (x,))
+    assert "reorder" in {kind for kind, _ in seconds}
+    assert 0 < sum(seconds.values()) <= wall
+
+
+def test_the_onnx_runtime_breakdown_names_the_fused_nodes(tmp_path, squad_pairs):
+    source = resolve_model("tiny")
+    batch = encode(source.tokenizer, squad_pairs[:2])
+    inputs = tuple(batch[name] for name in perf_benchmark.INPUT_NAMES)
+    runners = perf_benchmark.onnx_runners(source.hf_model(), source.shape, inputs, 1, tmp_path, profile=True)
+    runners["ort-fp32"](*inputs)  # a run before the one shown, as in the benchmark
+    wall, seconds = perf_benchmark.ort_breakdown(runners["ort-fp32"], inputs)
+    assert {"Attention", "SkipLayerNormalization"} <= {op for op, _ in seconds}
+    assert 0 < sum(seconds.values()) <= wall
