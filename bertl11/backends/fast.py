@@ -18,7 +18,7 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from .. import compiled, machine, quantize
+from .. import allocator, compiled, machine, quantize
 from ..config import BFLOAT8_B, BertShape, RunConfig, get_run_config
 from ..machine import COMPILED, EAGER, Choice
 from ..model import bert_qa
@@ -202,6 +202,7 @@ class FastTorchOps(TorchOps):
             build_module, self.shape.vocab_size, self.shape.max_position_embeddings, variant, [f"linears.{QA_HEAD}"],
             self.compiled_cache, self.compile)
         self.cache_detail = outcome.detail
+        self.memory = allocator.keep_freed_memory()
         return None
 
     def forward(self, model, params, input_ids, token_type_ids, attention_mask, shape):
@@ -228,7 +229,8 @@ class FastTorchOps(TorchOps):
             gemms = f"{super().kernel()}; no int8 ({self.int8.reason})"
         else:
             gemms = super().kernel()
-        return f"{gemms}; {self.way.kernel} forward ({self.way.reason})"
+        memory = f"; {self.memory}" if self.compiled_forward is not None else ""
+        return f"{gemms}; {self.way.kernel} forward ({self.way.reason}){memory}"
 
     def peak_kernel(self) -> str | None:
         """The probe's name for the kernel the GEMMs run (`machine.Machine.rates`), on CPU."""
