@@ -2,7 +2,7 @@
 
 glibc serves every allocation above its mmap threshold (32 MiB at most) with fresh pages from the kernel and unmaps
 them on free, so each forward of the compiled fast path faults its large activations in again: at BERT-large's
-batch 8, 2.4-2.6 GiB of page faults per forward and a fifth of its time (docs/performance.md). ONNX Runtime keeps
+batch 8, 2.4-2.6 GiB of page faults per forward and 13-20% of its time (docs/performance.md). ONNX Runtime keeps
 its own arena for the same reason. `keep_freed_memory` asks glibc to serve large allocations from its heap and not
 to trim it, so a second forward reuses the first one's pages; the cost is that the process holds its peak memory
 until it exits. `BERTL11_KEEP_FREED_MEMORY=0` leaves the allocator as it is.
@@ -31,7 +31,10 @@ def keep_freed_memory() -> str:
         raise UserError(f"{VARIABLE}={value!r}: choose 1 (keep freed memory, the default) or 0")
     if value == "0":
         return f"freed memory goes back to the OS ({VARIABLE}=0)"
-    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+    try:
+        mallopt = getattr(ctypes.CDLL(None), "mallopt", None)  # the process's own C library
+    except (OSError, TypeError):  # no C library to open by handle (Windows)
+        mallopt = None
     if mallopt is None:
         return "freed memory goes back to the OS (this C library has no mallopt)"
     if not (mallopt(M_MMAP_MAX, 0) and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)):
