@@ -19,7 +19,7 @@ def faults():
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     forward()
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-print(sum([faults() for _ in range(6)][2:]))  # forwards 3 to 6, the heap grown by the first two
+print(sum([faults() for _ in range(10)][2:]))  # forwards 3 to 10: 24 activations
 """
 ACTIVATION_PAGES = 3072 * 4096 * 4 // 4096
 
@@ -35,13 +35,14 @@ def faults_per_forward(**variables):
 def test_a_later_forward_faults_nothing_in():
     faults, said = faults_per_forward()
     assert said.startswith("freed memory kept for reuse"), said
-    assert faults <= 3 * ACTIVATION_PAGES, "at most a quarter of what glibc's default faults in (12 activations)"
+    # glibc's heap still grows now and then (seen: up to 3 activations in 8 forwards), so the bound is a quarter
+    assert faults <= 6 * ACTIVATION_PAGES, "at most a quarter of the 24 activations glibc's default faults in"
 
 
 def test_the_variable_leaves_glibc_giving_memory_back():
     faults, said = faults_per_forward(BERTL11_KEEP_FREED_MEMORY="0")
     assert "BERTL11_KEEP_FREED_MEMORY=0" in said
-    assert faults >= 11 * ACTIVATION_PAGES, "glibc's default: all 12 large activations faulted in afresh"
+    assert faults >= 22 * ACTIVATION_PAGES, "glibc's default: all 24 large activations faulted in afresh"
 
 
 
