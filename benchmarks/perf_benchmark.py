@@ -27,9 +27,11 @@ Variants:
 A compiled variant compiles at load (minutes the first time) into the weight cache ($BERTL11_CACHE), and loads
 from there afterwards; where it cannot compile, it runs eager and its load line says why.
 
---breakdown adds one more run per variant and batch that says where the time went: for bertl11's variants the
-seconds of each oneDNN primitive (kind and shape, from oneDNN's verbose exec lines; the GEMMs are oneDNN's) and what
-ran outside oneDNN; for ONNX Runtime's, the seconds of each node type from its profiler.
+--breakdown adds runs per variant and batch that say where the time went: for bertl11's variants the seconds of
+each oneDNN primitive (kind and shape, from oneDNN's verbose exec lines; the GEMMs are oneDNN's) and what ran outside
+oneDNN, then torch's profiler's busiest ops (a compiled variant's extern kernels such as the attention, and, where it
+was compiled with TORCHINDUCTOR_CPP_ENABLE_KERNEL_PROFILE=1 into a fresh cache, inductor's fused kernels); for ONNX
+Runtime's, the seconds of each node type from its profiler.
 """
 
 from __future__ import annotations
@@ -170,6 +172,18 @@ def ort_breakdown(run, inputs) -> tuple[float, collections.Counter]:
     return wall, seconds
 
 
+def profiler_breakdown(run, inputs) -> tuple[float, collections.Counter]:
+    """One run's wall seconds and the self CPU seconds of each op torch's profiler records in it."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+        started = time.perf_counter()
+        run(*inputs)
+        wall = time.perf_counter() - started
+    seconds = collections.Counter()
+    for event in profiler.key_averages():
+        seconds[event.key, f"x{event.count}"] += event.self_cpu_time_total / 1e6
+    return wall, seconds
+
+
 def print_breakdown(name: str, batch: int, wall: float, seconds: collections.Counter, outside: str) -> None:
     print(f"{name}, batch {batch}: {wall:.3f} s; {outside} {wall - sum(seconds.values()):.3f} s")
     for (kind, shape), s in seconds.most_common(10):
@@ -250,6 +264,8 @@ def main() -> None:
                 for b, x in inputs.items():
                     wall, seconds = onednn_breakdown(run, x)
                     print_breakdown(name, b, wall, seconds, "outside oneDNN")
+                    wall, seconds = profiler_breakdown(run, x)
+                    print_breakdown(name, b, wall, seconds, "not recorded by torch's profiler")
 
     def ratio(reference_name, name, b):
         return median(r / o for r, o in zip(times[reference_name, b], times[name, b]))

@@ -50,3 +50,10 @@ def test_the_onnx_runtime_breakdown_names_the_fused_nodes(tmp_path, squad_pairs)
     wall, seconds = perf_benchmark.ort_breakdown(runners["ort-fp32"], inputs)
     assert {"Attention", "SkipLayerNormalization"} <= {op for op, _ in seconds}
     assert 0 < sum(seconds.values()) <= wall
+
+
+def test_the_profiler_breakdown_names_torch_s_ops():
+    x = torch.randn(256, 256)
+    wall, seconds = perf_benchmark.profiler_breakdown(lambda a: a @ a, (x,))
+    assert "aten::mm" in {op for op, _ in seconds}
+    assert 0 < sum(seconds.values()) <= wall
