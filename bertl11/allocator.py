@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import os
 
-from .errors import UserError
+from .machine import forced_choice
 
 VARIABLE = "BERTL11_KEEP_FREED_MEMORY"
 # mallopt's parameters (glibc's malloc.h)
@@ -26,10 +25,7 @@ TRIM_THRESHOLD_BYTES = 2**31 - 1  # the largest mallopt takes: free memory at th
 @functools.cache
 def keep_freed_memory() -> str:
     """Ask glibc to keep freed memory for reuse (once per process); one line saying what was done, or why not."""
-    value = os.environ.get(VARIABLE, "1").strip()
-    if value not in ("0", "1"):
-        raise UserError(f"{VARIABLE}={value!r}: choose 1 (keep freed memory, the default) or 0")
-    if value == "0":
+    if forced_choice(VARIABLE, ("1", "0")) == "0":
         return f"freed memory goes back to the OS ({VARIABLE}=0)"
     try:
         mallopt = getattr(ctypes.CDLL(None), "mallopt", None)  # the process's own C library

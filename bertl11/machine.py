@@ -105,7 +105,7 @@ class Machine:
         """What the BFLOAT16 and BFLOAT8_B configs' float GEMMs run in on this CPU: bfloat16 where its GEMM
         is at least as fast as float32's, else float32 (on bfloat16 operands in the simulation: the same
         products, since a bfloat16 x bfloat16 product is exact in float32)."""
-        forced = _forced(GEMM_DTYPE_VARIABLE, GEMM_DTYPES)
+        forced = forced_choice(GEMM_DTYPE_VARIABLE, GEMM_DTYPES)
         if forced:
             return Choice(forced, f"forced by {GEMM_DTYPE_VARIABLE}")
         versus = f"{self.rate_text('bfloat16')} vs {self.rate_text('float32')} on one thread"
@@ -117,7 +117,8 @@ class Machine:
         """How the fast path runs its forward on CPU: compiled where a C++ compiler is found (inductor fuses the
         ops between the GEMMs; the GEMMs are the same or, for int8, oneDNN's quantised linear), else eager. A
         forced int8 kernel that runs only one way decides it."""
-        forced, kernel = _forced(FAST_PATH_VARIABLE, FAST_PATHS), _forced(INT8_KERNEL_VARIABLE, INT8_KERNELS)
+        forced = forced_choice(FAST_PATH_VARIABLE, FAST_PATHS)
+        kernel = forced_choice(INT8_KERNEL_VARIABLE, INT8_KERNELS)
         runs_on = next((way for way, kernels in INT8_KERNELS_OF.items() if kernel in kernels), None)
         if forced and runs_on and forced != runs_on:
             raise UserError(f"{INT8_KERNEL_VARIABLE}={kernel} runs {runs_on}, not under {FAST_PATH_VARIABLE}={forced}")
@@ -140,7 +141,7 @@ class Machine:
         """The fast path's kernel for 8-bit encoder linears when the forward runs `way` (compiled or eager): the
         fastest int8 linear that way has if it beats the float GEMM `gemm_dtype` picks by INT8_ADVANTAGE, else
         none (the float GEMM)."""
-        forced = _forced(INT8_KERNEL_VARIABLE, INT8_KERNELS)
+        forced = forced_choice(INT8_KERNEL_VARIABLE, INT8_KERNELS)
         if forced:
             if forced != "none" and forced not in INT8_KERNELS_OF[way]:
                 return Choice("none", f"{INT8_KERNEL_VARIABLE}={forced} runs only {COMPILED if way == EAGER else EAGER}")
@@ -158,7 +159,9 @@ class Machine:
         return Choice("none", f"no {way} int8 GEMM is {INT8_ADVANTAGE}x faster than {float_kernel}: {versus}")
 
 
-def _forced(variable: str, allowed: tuple[str, ...]) -> str | None:
+def forced_choice(variable: str, allowed: tuple[str, ...]) -> str | None:
+    """The value of an environment variable that forces a choice, or None when it is unset; any other value than
+    `allowed` is a one-line UserError."""
     value = os.environ.get(variable, "").strip()
     if value and value not in allowed:
         raise UserError(f"{variable}={value!r}: choose one of {', '.join(allowed)}")
