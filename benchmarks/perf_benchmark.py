@@ -29,9 +29,10 @@ from there afterwards; where it cannot compile, it runs eager and its load line 
 
 --breakdown adds runs per variant and batch that say where the time went: for bertl11's variants the seconds of
 each oneDNN primitive (kind and shape, from oneDNN's verbose exec lines; the GEMMs are oneDNN's) and what ran outside
-oneDNN, then torch's profiler's busiest ops (a compiled variant's extern kernels such as the attention, and, where it
-was compiled with TORCHINDUCTOR_CPP_ENABLE_KERNEL_PROFILE=1 into a fresh cache, inductor's fused kernels); for ONNX
-Runtime's, the seconds of each node type from its profiler.
+oneDNN, then torch's profiler's busiest ops (an eager variant's aten ops; a compiled variant's extern kernels, such as
+the attention, and inductor's fused kernels only where it was compiled with TORCHINDUCTOR_CPP_ENABLE_KERNEL_PROFILE=1
+into a fresh cache: otherwise the profiler sees nothing inside it); for ONNX Runtime's, the seconds of each node type
+from its profiler, run in a second session so that the timed one never profiles.
 """
 
 from __future__ import annotations
