@@ -134,6 +134,13 @@ def onnx_runners(hf32, shape, example, threads: int, directory: Path, profile: b
     return runners
 
 
+def seconds_of(run, inputs) -> float:
+    """Wall seconds of one run(*inputs)."""
+    started = time.perf_counter()
+    run(*inputs)
+    return time.perf_counter() - started
+
+
 @contextlib.contextmanager
 def stdout_to(file):
     """Everything written to file descriptor 1 (oneDNN's verbose lines come from C) goes to `file`."""
@@ -153,9 +160,7 @@ def onednn_breakdown(run, inputs) -> tuple[float, collections.Counter]:
     seconds = collections.Counter()
     with tempfile.TemporaryFile(mode="w+") as log:
         with stdout_to(log), torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):
-            started = time.perf_counter()
-            run(*inputs)
-            wall = time.perf_counter() - started
+            wall = seconds_of(run, inputs)
         log.seek(0)
         for line in log:  # onednn_verbose,[timestamp,]primitive,exec,cpu,KIND,IMPL,...,SHAPE,MILLISECONDS
             fields = line.strip().split(",")
@@ -170,9 +175,7 @@ def ort_breakdown(run, inputs) -> tuple[float, collections.Counter]:
     seconds of each ONNX node type in it, from the session's profiler."""
     run = run.profiled
     run(*inputs)  # the session's first run also allocates and plans
-    started = time.perf_counter()
-    run(*inputs)
-    wall = time.perf_counter() - started
+    wall = seconds_of(run, inputs)
     events = json.loads(Path(run.session.end_profiling()).read_text())
     last = [e for e in events if e.get("cat") == "Session" and e["name"] == "model_run"][-1]
     seconds = collections.Counter()
@@ -185,9 +188,7 @@ def ort_breakdown(run, inputs) -> tuple[float, collections.Counter]:
 def profiler_breakdown(run, inputs) -> tuple[float, collections.Counter]:
     """One run's wall seconds and the self CPU seconds of each op torch's profiler records in it."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
-        started = time.perf_counter()
-        run(*inputs)
-        wall = time.perf_counter() - started
+        wall = seconds_of(run, inputs)
     seconds = collections.Counter()
     for event in profiler.key_averages():
         seconds[event.key, f"x{event.count}"] += event.self_cpu_time_total / 1e6
@@ -259,9 +260,7 @@ def main() -> None:
         for round_ in range(args.rounds):
             for b, x in inputs.items():
                 for name, run in [*references.items(), *runners.items()]:
-                    started = time.perf_counter()
-                    run(*x)
-                    times.setdefault((name, b), []).append(time.perf_counter() - started)
+                    times.setdefault((name, b), []).append(seconds_of(run, x))
             print(f"  round {round_ + 1}/{args.rounds} done, load average {os.getloadavg()[0]:.2f}", flush=True)
 
         if args.breakdown:  # ORT's profile is read once, at its end: only the last batch's run is shown
